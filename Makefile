@@ -1,0 +1,81 @@
+# Tokenflow: every set-up step lives here, so a fresh clone needs only Python and make.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Lambda runs Python 3.13: use it when pyenv has it, else the machine's python3.
+PYTHON ?= $(shell p=$$(pyenv prefix 3.13.0 2>/dev/null) && [ -x "$$p/bin/python3" ] && echo "$$p/bin/python3" || echo python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export AWS_DEFAULT_REGION ?= us-east-1
+export AWS_REGION ?= us-east-1
+export AWS_ACCOUNT_ID_ENDPOINT_MODE := disabled
+export POWERTOOLS_DEV ?= false
+
+DEVICES ?= 25
+TOKENS ?= 30
+
+.PHONY: help venv lint test test-unit test-integration test-e2e template firmware-test sam-build run bench lock deploy clean
+
+help:
+	@echo "make run    - the whole system on this machine (no AWS account, no Docker)"
+	@echo "make test   - lint, unit, integration and end-to-end tests, template checks, firmware tests"
+	@echo "make bench  - the benchmarks under bench/ (results recorded in bench/README.md)"
+	@echo "make deploy - sam build + sam deploy --guided"
+
+$(STAMP): requirements-dev.txt layers/tokenflow/requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+template: $(STAMP)
+	$(BIN)/cfn-lint template.yaml
+	$(BIN)/sam validate --lint --template-file template.yaml
+
+firmware-test:
+	$(MAKE) -C firmware test
+
+# sam build needs the runtime's exact Python on PATH; skip (and say so) where it is absent.
+sam-build: $(STAMP)
+	@p=$$(pyenv prefix 3.13.0 2>/dev/null); \
+	if [ -n "$$p" ] && [ -x "$$p/bin/python3.13" ]; then \
+	  PATH="$$p/bin:$$PWD/$(BIN):$$PATH" $(BIN)/sam build --template-file template.yaml --build-dir build/sam >/dev/null && echo "sam build: ok"; \
+	else echo "sam build: skipped (Python 3.13 is not on this machine)"; fi
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
+test-integration: $(STAMP)
+	$(BIN)/pytest tests/integration -q
+
+test-e2e: $(STAMP)
+	$(BIN)/pytest tests/e2e -q
+
+test: lint template firmware-test $(STAMP)
+	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(MAKE) sam-build
+
+run: $(STAMP)
+	$(BIN)/python -m tokenflow_local.run --devices $(DEVICES) --tokens $(TOKENS)
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_ingest.py
+	$(BIN)/python bench/bench_assign.py
+
+lock:
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^tokenflow' > requirements-dev.txt
+
+deploy: $(STAMP)
+	PATH="$$(pyenv prefix 3.13.0 2>/dev/null)/bin:$$PWD/$(BIN):$$PATH" $(BIN)/sam build --template-file template.yaml
+	$(BIN)/sam deploy --guided
+
+clean:
+	rm -rf $(VENV) build .aws-sam .pytest_cache .ruff_cache

@@ -1,0 +1,86 @@
+"""The single settings object: every function reads its configuration here and nowhere else.
+
+Plain configuration comes from environment variables set by template.yaml (or the local stack).
+Secrets never do: the environment names the SSM SecureString parameter, and ``secret()`` reads it
+through Powertools Parameters (decrypted, cached for ``SECRET_MAX_AGE`` seconds).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+from aws_lambda_powertools.utilities import parameters
+
+SECRET_MAX_AGE = 300
+LEDGER_SCOPES = ("sandbox", "org", "product")
+
+
+class ConfigurationError(RuntimeError):
+    """A required setting is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str = ""
+    exports_bucket: str = ""
+    assign_queue_url: str = ""
+    particle_api_url: str = "https://api.particle.io"
+    particle_product: str = ""
+    particle_ledger: str = "blynk-tokens-c2d"
+    # Which Ledger API path the product's Ledger lives under: /v1 (sandbox), /v1/orgs/{org}, or
+    # /v1/products/{product}. REFERENCE.md: the first two are Particle's documented forms.
+    particle_ledger_scope: str = "sandbox"
+    particle_org: str = ""
+    particle_token_param: str = "/tokenflow/particle-token"
+    webhook_secret_param: str = "/tokenflow/webhook-secret"
+    low_stock_threshold: int = 50
+    max_delivery_attempts: int = 5
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        try:
+            settings = cls(
+                table_name=env.get("TABLE_NAME", ""),
+                exports_bucket=env.get("EXPORTS_BUCKET", ""),
+                assign_queue_url=env.get("ASSIGN_QUEUE_URL", ""),
+                particle_api_url=env.get("PARTICLE_API_URL", cls.particle_api_url).rstrip("/"),
+                particle_product=env.get("PARTICLE_PRODUCT", ""),
+                particle_ledger=env.get("PARTICLE_LEDGER", cls.particle_ledger),
+                particle_ledger_scope=env.get("PARTICLE_LEDGER_SCOPE", cls.particle_ledger_scope),
+                particle_org=env.get("PARTICLE_ORG", ""),
+                particle_token_param=env.get("PARTICLE_TOKEN_PARAM", cls.particle_token_param),
+                webhook_secret_param=env.get("WEBHOOK_SECRET_PARAM", cls.webhook_secret_param),
+                low_stock_threshold=int(env.get("LOW_STOCK_THRESHOLD", cls.low_stock_threshold)),
+                max_delivery_attempts=int(env.get("MAX_DELIVERY_ATTEMPTS", cls.max_delivery_attempts)),
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"malformed numeric setting: {exc}") from exc
+        if settings.particle_ledger_scope not in LEDGER_SCOPES:
+            raise ConfigurationError(
+                f"PARTICLE_LEDGER_SCOPE must be one of {', '.join(LEDGER_SCOPES)}, "
+                f"not {settings.particle_ledger_scope!r}"
+            )
+        if settings.particle_ledger_scope == "org" and not settings.particle_org:
+            raise ConfigurationError("PARTICLE_LEDGER_SCOPE=org needs PARTICLE_ORG")
+        return settings
+
+    def require(self, *names: str) -> None:
+        missing = [name for name in names if not getattr(self, name)]
+        if missing:
+            raise ConfigurationError(f"missing settings: {', '.join(n.upper() for n in missing)}")
+
+
+@cache
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def secret(name: str) -> str:
+    """A decrypted SSM SecureString, cached across invocations of a warm function."""
+    value = parameters.get_parameter(name, decrypt=True, max_age=SECRET_MAX_AGE)
+    if not value:
+        raise ConfigurationError(f"SSM parameter {name} is empty")
+    return str(value)
