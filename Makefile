@@ -11,6 +11,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export AWS_REGION ?= us-east-1
 export AWS_ACCOUNT_ID_ENDPOINT_MODE := disabled
 export POWERTOOLS_DEV ?= false
+export SAM_CLI_TELEMETRY := 0
 
 DEVICES ?= 25
 TOKENS ?= 30

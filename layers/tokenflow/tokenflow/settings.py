@@ -26,6 +26,7 @@ class Settings:
     table_name: str = ""
     exports_bucket: str = ""
     assign_queue_url: str = ""
+    sweep_function_name: str = ""
     particle_api_url: str = "https://api.particle.io"
     particle_product: str = ""
     particle_ledger: str = "blynk-tokens-c2d"
@@ -33,8 +34,8 @@ class Settings:
     # /v1/products/{product}. REFERENCE.md: the first two are Particle's documented forms.
     particle_ledger_scope: str = "sandbox"
     particle_org: str = ""
-    particle_token_param: str = "/tokenflow/particle-token"
-    webhook_secret_param: str = "/tokenflow/webhook-secret"
+    particle_token_param: str = "/tokenflow/particle-token"  # noqa: S105 (a parameter name)
+    webhook_secret_param: str = "/tokenflow/webhook-secret"  # noqa: S105 (a parameter name)
     low_stock_threshold: int = 50
     max_delivery_attempts: int = 5
 
@@ -46,6 +47,7 @@ class Settings:
                 table_name=env.get("TABLE_NAME", ""),
                 exports_bucket=env.get("EXPORTS_BUCKET", ""),
                 assign_queue_url=env.get("ASSIGN_QUEUE_URL", ""),
+                sweep_function_name=env.get("SWEEP_FUNCTION_NAME", ""),
                 particle_api_url=env.get("PARTICLE_API_URL", cls.particle_api_url).rstrip("/"),
                 particle_product=env.get("PARTICLE_PRODUCT", ""),
                 particle_ledger=env.get("PARTICLE_LEDGER", cls.particle_ledger),

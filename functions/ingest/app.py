@@ -1,0 +1,50 @@
+"""S3 ObjectCreated under incoming/ -> import the Blynk token export (tokenflow.ingest)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tokenflow.ingest import Importer
+from tokenflow.observability import logger, metrics, tracer
+from tokenflow.settings import settings
+from tokenflow.store import Store
+from tokenflow.triggers import request_sweep
+
+_importers: dict[str, Importer] = {}
+
+
+def importer_for(bucket: str) -> Importer:
+    if bucket not in _importers:
+        config = settings()
+        config.require("table_name")
+        _importers[bucket] = Importer(
+            Store(config.table_name),
+            bucket,
+            on_tokens_added=lambda count: request_sweep(
+                config.sweep_function_name, f"import added {count} tokens"
+            ),
+        )
+    return _importers[bucket]
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+@event_source(data_class=S3Event)
+def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
+    outcomes = []
+    for record in event.records:
+        outcome = importer_for(record.s3.bucket.name).ingest(record.s3.get_object.key)
+        if outcome:
+            outcomes.append(
+                {
+                    "import_id": outcome.sha256,
+                    "status": outcome.status,
+                    "tokens_added": outcome.tokens_added,
+                    "report_key": outcome.report_key,
+                }
+            )
+    return {"imports": outcomes}
