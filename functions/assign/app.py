@@ -1,0 +1,67 @@
+"""SQS assign queue -> give each device its token and write its Ledger (tokenflow.assignment).
+
+Partial batch responses: a record that must be retried goes back to the queue alone. When Particle
+refuses the access token (401) the rest of the batch is returned untouched, without calling
+Particle again: retrying cannot help until an operator replaces the token (the alarm says so).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tokenflow.assignment import Assigner, AssignRequest, AuthFailure
+from tokenflow.ingest import utc_now
+from tokenflow.observability import logger, metrics, tracer
+from tokenflow.particle import ParticleClient
+from tokenflow.settings import settings
+from tokenflow.store import Store
+
+processor = BatchProcessor(event_type=EventType.SQS)
+_state: dict[str, Any] = {}
+
+
+def assigner() -> Assigner:
+    if "assigner" not in _state:
+        config = settings()
+        config.require("table_name", "particle_product")
+        _state["assigner"] = Assigner(
+            Store(config.table_name),
+            ParticleClient.from_settings(config),
+            max_attempts=config.max_delivery_attempts,
+            clock=utc_now,
+        )
+    return _state["assigner"]
+
+
+def handle_record(record: SQSRecord) -> str:
+    if _state.get("auth_failed"):
+        raise AuthFailure("skipped: Particle refused the access token earlier in this batch")
+    try:
+        request = AssignRequest.from_message(json.loads(record.body))
+    except (ValueError, TypeError) as exc:
+        # A malformed message can never succeed: log it and let it go rather than loop to the DLQ.
+        logger.error(
+            "Dropping a malformed assign request", extra={"message_id": record.message_id, "error": str(exc)}
+        )
+        return "malformed"
+    receive_count = int(record.attributes.approximate_receive_count or 1)
+    try:
+        return assigner().assign(request, receive_count)
+    except AuthFailure:
+        _state["auth_failed"] = True
+        raise
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    _state["auth_failed"] = False
+    return process_partial_response(
+        event=event, record_handler=handle_record, processor=processor, context=context
+    )

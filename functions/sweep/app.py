@@ -1,0 +1,43 @@
+"""Schedule or post-import trigger -> queue every device that needs a token (tokenflow.sweep)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tokenflow.assign_queue import AssignQueue
+from tokenflow.observability import logger, metrics, tracer
+from tokenflow.particle import ParticleAuthError, ParticleClient
+from tokenflow.settings import settings
+from tokenflow.store import Store
+from tokenflow.sweep import Sweeper
+
+
+def sweeper() -> Sweeper:
+    config = settings()
+    config.require("table_name", "assign_queue_url", "particle_product")
+    return Sweeper(
+        Store(config.table_name), ParticleClient.from_settings(config), AssignQueue(config.assign_queue_url)
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    logger.info(
+        "Sweep started", extra={"trigger": event.get("reason") or event.get("detail-type", "schedule")}
+    )
+    try:
+        result = sweeper().sweep()
+    except ParticleAuthError:
+        metrics.add_metric(name="ParticleAuthFailures", unit="Count", value=1)
+        logger.error("Particle refused the access token; the sweep stopped")
+        raise
+    return {
+        "pages": result.pages,
+        "devices": result.devices,
+        "queued": result.queued,
+        "available_tokens": result.available_tokens,
+    }
