@@ -146,4 +146,3 @@ def poll_once(sqs: Any, queue_url: str, function: str, *, batch_size: int = 10, 
 
 def schedule_event() -> dict[str, Any]:
     return {"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}
-

@@ -37,14 +37,14 @@ class AssignRequest:
     seen_state: str | None = None
     reason: str = "sweep"
     fields: dict[str, Any] = field(default_factory=dict)
+    # A transfer: the device whose Ledger instance is deleted once this device's Ledger is written.
+    previous_device: str | None = None
 
     def to_message(self) -> dict[str, Any]:
-        return {
-            "device_id": self.device_id,
-            "seen_state": self.seen_state,
-            "reason": self.reason,
-            **self.fields,
-        }
+        message = {"device_id": self.device_id, "seen_state": self.seen_state, "reason": self.reason}
+        if self.previous_device:
+            message["previous_device"] = self.previous_device
+        return {**message, **self.fields}
 
     @classmethod
     def from_message(cls, body: dict[str, Any]) -> AssignRequest:
@@ -53,6 +53,8 @@ class AssignRequest:
             raise ValueError("assign request without a valid device_id")
         fields = {k: body[k] for k in ("name", "serial_number", "platform_id") if body.get(k) is not None}
         previous = body.get("previous_device")
+        if previous is not None and (not isinstance(previous, str) or len(previous) != 24):
+            raise ValueError("assign request with a malformed previous_device")
         return cls(device_id, body.get("seen_state"), str(body.get("reason", "new")), fields, previous)
 
 
