@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote_plus
 
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -37,7 +38,9 @@ def importer_for(bucket: str) -> Importer:
 def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
     outcomes = []
     for record in event.records:
-        outcome = importer_for(record.s3.bucket.name).ingest(record.s3.get_object.key)
+        # S3 event keys are URL-encoded ("incoming/Blynk+export.zip"); the object's real key is not.
+        key = unquote_plus(record.s3.get_object.key)
+        outcome = importer_for(record.s3.bucket.name).ingest(key)
         if outcome:
             outcomes.append(
                 {

@@ -211,8 +211,8 @@ class Importer:
         self.s3.put_object(
             Bucket=self.bucket,
             Key=report_key,
-            Body=json.dumps(report, indent=2, sort_keys=True, default=str).encode(),
-            ContentType="application/json",
+            Body=json.dumps(report, indent=2, sort_keys=True, default=str, ensure_ascii=False).encode(),
+            ContentType="application/json; charset=utf-8",
         )
         self.s3.copy_object(
             Bucket=self.bucket, Key=destination, CopySource={"Bucket": self.bucket, "Key": key}

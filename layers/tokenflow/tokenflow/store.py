@@ -403,14 +403,40 @@ class Store:
             "tokens_added": summary.get("tokens_added", 0),
             "finished_at": now,
         }
-        self._call(
-            "UpdateItem",
-            TableName=self.table,
-            Key=Keys.recent_imports(),
-            UpdateExpression="SET #imports = if_not_exists(#imports, :empty), #imports.#id = :brief",
-            ExpressionAttributeNames={"#imports": "imports", "#id": sha256},
-            ExpressionAttributeValues=to_item({":empty": {}, ":brief": brief}),
-        )
+        self._add_recent_import(sha256, brief)
+
+    def _add_recent_import(self, sha256: str, brief: Mapping[str, Any]) -> None:
+        # One SET cannot both create the map and set a key inside it (overlapping paths), so the
+        # first import ever creates the map, and a lost race with another first import retries.
+        for _ in range(3):
+            try:
+                self._call(
+                    "UpdateItem",
+                    TableName=self.table,
+                    Key=Keys.recent_imports(),
+                    UpdateExpression="SET #imports.#id = :brief",
+                    ConditionExpression="attribute_exists(#imports)",
+                    ExpressionAttributeNames={"#imports": "imports", "#id": sha256},
+                    ExpressionAttributeValues=to_item({":brief": dict(brief)}),
+                )
+                return
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+            try:
+                self._call(
+                    "UpdateItem",
+                    TableName=self.table,
+                    Key=Keys.recent_imports(),
+                    UpdateExpression="SET #imports = :map",
+                    ConditionExpression="attribute_not_exists(#imports)",
+                    ExpressionAttributeNames={"#imports": "imports"},
+                    ExpressionAttributeValues=to_item({":map": {sha256: dict(brief)}}),
+                )
+                return
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
 
     def list_imports(
         self, limit: int = 20, cursor: Mapping[str, Any] | None = None
