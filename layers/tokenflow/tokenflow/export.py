@@ -42,6 +42,8 @@ TOKEN_HEADERS = ("device token", "auth token", "authtoken", "token", "device aut
 QR_HEADERS = ("qr token", "qrtoken", "qr code token", "qr")
 DELIMITERS = (",", ";", "\t")
 HEADER_SEARCH_LINES = 5  # a title line or two above the header is tolerated
+# Absolute paths, drive letters, backslashes and ".." components (zipfile already cuts names at NUL).
+_UNSAFE_NAME = re.compile(r"^[/\\]|^[A-Za-z]:|\\|(?:^|/)\.\.(?:/|$)")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class ExportReader:
         self.stats = _Stats()
         self.ignored_entries: list[str] = []
         self._zip: zipfile.ZipFile | None = None
+        self._data: memoryview | None = None
         self._pngs: dict[str, zipfile.ZipInfo] = {}
         self.png_count = 0
         if not data:
@@ -194,10 +197,15 @@ class ExportReader:
         if info.file_size > limits.max_csv_bytes:
             raise ExportRejected(f"the CSV is larger than {limits.max_csv_bytes} bytes")
         self._zip = archive
+        self._data = memoryview(data)
         return info.filename, self._read_entry(info, limits.max_csv_bytes)
 
     def _read_entry(self, info: zipfile.ZipInfo, limit: int) -> bytes:
         assert self._zip is not None
+        if info.compress_type == zipfile.ZIP_STORED and self._data is not None:
+            data = self._read_stored(info)
+            if data is not None:
+                return data
         try:
             with self._zip.open(info) as handle:
                 data = handle.read(limit + 1)
@@ -206,6 +214,24 @@ class ExportReader:
         if len(data) > limit:
             raise ExportRejected(f"{info.filename} is larger than {limit} bytes")
         return data
+
+    def _read_stored(self, info: zipfile.ZipInfo) -> bytes | None:
+        """A stored (uncompressed) entry straight from the archive's bytes, CRC-checked.
+
+        Exports store their PNGs uncompressed; slicing them out is several times faster than
+        zipfile's general reader, which matters with 100,000 images. None: use the general reader.
+        """
+        assert self._data is not None
+        at = info.header_offset
+        header = self._data[at : at + 30]
+        if len(header) < 30 or header[:4] != b"PK\x03\x04":
+            return None
+        name_len, extra_len = int.from_bytes(header[26:28], "little"), int.from_bytes(header[28:30], "little")
+        start = at + 30 + name_len + extra_len
+        data = self._data[start : start + info.compress_size]
+        if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
+            return None
+        return bytes(data)
 
     # ---- CSV ---------------------------------------------------------------------------------
 
@@ -388,11 +414,5 @@ def _normal(header: str) -> str:
 
 def _check_entry_name(name: str) -> None:
     """Entry names are never used as paths here, but a hostile one marks a file not to trust."""
-    if (
-        name.startswith(("/", "\\"))
-        or "\\" in name
-        or re.match(r"^[A-Za-z]:", name)
-        or ".." in name.split("/")
-        or "\x00" in name
-    ):
+    if _UNSAFE_NAME.search(name):
         raise ExportRejected(f"unsafe entry name in the archive: {name[:100]!r}")
