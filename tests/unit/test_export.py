@@ -293,3 +293,19 @@ def test_batches_keep_memory_to_one_batch_of_images():
     reader = ExportReader(make_export(make_tokens(10), real_qr=False), "e.zip")
     sizes = [len(batch) for batch in reader.batches(4)]
     assert sizes == [4, 4, 2]
+
+
+def test_zip64_archive_is_listed_through_zipfile_and_read():
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("t.csv", "w", force_zip64=True) as handle:
+            handle.write(csv_text(TOKENS).encode())
+    _, tokens = read_all(buffer.getvalue())
+    assert [t.token for t in tokens] == [t.token for t in TOKENS]
+
+
+def test_deflated_png_is_read_and_crc_checked():
+    image = zipfile.ZipFile(io.BytesIO(make_export(TOKENS[:1]))).read(f"qr/{TOKENS[0].token}.png")
+    data = zip_of({"t.csv": csv_text(TOKENS[:1]), f"{TOKENS[0].token}.png": image})  # deflated
+    _, tokens = read_all(data)
+    assert tokens[0].qr_png == image

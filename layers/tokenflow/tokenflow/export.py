@@ -27,12 +27,13 @@ from __future__ import annotations
 import csv
 import io
 import re
+import struct
 import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
+from tokenflow import zipindex
 from tokenflow.tokens import is_auth_token, is_qr_token, mask
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -60,14 +61,6 @@ class Limits:
     max_png_bytes: int = 32 * 1024
     max_field_chars: int = 4096
     max_rows: int = 500_000
-
-
-class _Entry(NamedTuple):
-    offset: int  # of the entry's local header
-    compress_size: int
-    file_size: int
-    crc: int
-    method: int
 
 
 class ExportRejected(Exception):
@@ -116,9 +109,8 @@ class ExportReader:
         self.name = name
         self.stats = _Stats()
         self.ignored_entries: list[str] = []
-        self._zip: zipfile.ZipFile | None = None
         self._data: memoryview | None = None
-        self._pngs: dict[str, _Entry] = {}
+        self._pngs: dict[str, zipindex.ZipEntry] = {}
         self.png_count = 0
         if not data:
             raise ExportRejected("the file is empty")
@@ -143,114 +135,85 @@ class ExportReader:
 
     def _open_zip(self, data: bytes) -> tuple[str, bytes]:
         try:
-            archive = zipfile.ZipFile(io.BytesIO(data))
-            infos = archive.infolist()
-        except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+            try:
+                listing = zipindex.entries(data)
+            except zipindex.Unsupported:
+                listing = zipindex.from_zipfile(data)
+        except (zipindex.Corrupt, zipfile.BadZipFile, EOFError, ValueError, struct.error) as exc:
             raise ExportRejected(f"corrupt or truncated zip archive ({exc})") from None
         limits = self.limits
-        if len(infos) > limits.max_entries:
+        if len(listing) > limits.max_entries:
             raise ExportRejected(
-                f"the archive has {len(infos)} entries; at most {limits.max_entries} allowed"
+                f"the archive has {len(listing)} entries; at most {limits.max_entries} allowed"
             )
         total = 0
-        csvs: list[zipfile.ZipInfo] = []
-        for info in infos:
-            entry = info.filename
-            special = _SPECIAL_NAME.search(entry) is not None
+        csvs: list[zipindex.ZipEntry] = []
+        for entry in listing:
+            name = entry.name
+            special = _SPECIAL_NAME.search(name) is not None
             if special:
-                _check_entry_name(entry)
-            if info.flag_bits & 0x1:
-                raise ExportRejected(
-                    f"the archive is encrypted ({entry}): export it again without a password"
-                )
-            total += info.file_size
+                _check_entry_name(name)
+            if entry.flags & 0x1:
+                raise ExportRejected(f"the archive is encrypted ({name}): export it again without a password")
+            total += entry.file_size
             if total > limits.max_uncompressed_bytes:
                 raise ExportRejected(
                     f"the archive expands to more than {limits.max_uncompressed_bytes} bytes (zip bomb?)"
                 )
             if (
-                info.file_size > limits.ratio_floor_bytes
-                and info.file_size > limits.max_compression_ratio * max(info.compress_size, 1)
+                entry.file_size > limits.ratio_floor_bytes
+                and entry.file_size > limits.max_compression_ratio * max(entry.compress_size, 1)
             ):
                 raise ExportRejected(
-                    f"entry {entry} is compressed more than {limits.max_compression_ratio}:1 (zip bomb?)"
+                    f"entry {name} is compressed more than {limits.max_compression_ratio}:1 (zip bomb?)"
                 )
-            if entry.endswith("/"):
+            if name.endswith("/"):
                 continue
             if special:  # __MACOSX/ or a dot-file (unsafe names were rejected above)
-                self.ignored_entries.append(entry)
+                self.ignored_entries.append(name)
                 continue
-            lower = entry.lower()
+            lower = name.lower()
             if lower.endswith(ARCHIVE_SUFFIXES):
                 raise ExportRejected(
-                    f"the archive contains another archive ({entry}): upload the Blynk export itself"
+                    f"the archive contains another archive ({name}): upload the Blynk export itself"
                 )
             if lower.endswith(".csv"):
-                csvs.append(info)
+                csvs.append(entry)
             elif lower.endswith(".png"):
                 self.png_count += 1
-                base = entry.rpartition("/")[2][:-4]
+                base = name.rpartition("/")[2][:-4]
                 if base in self._pngs:
-                    self.ignored_entries.append(entry)
+                    self.ignored_entries.append(name)
                 else:
-                    self._pngs[base] = _Entry(
-                        info.header_offset, info.compress_size, info.file_size, info.CRC, info.compress_type
-                    )
+                    self._pngs[base] = entry
             else:
-                self.ignored_entries.append(entry)
+                self.ignored_entries.append(name)
         if not csvs:
             raise ExportRejected("the archive holds no CSV file of tokens")
         if len(csvs) > 1:
-            names = ", ".join(i.filename for i in csvs[:5])
+            names = ", ".join(e.name for e in csvs[:5])
             raise ExportRejected(
                 f"the archive holds {len(csvs)} CSV files ({names}): upload one export per file"
             )
-        info = csvs[0]
-        if info.file_size > limits.max_csv_bytes:
-            raise ExportRejected(f"the CSV is larger than {limits.max_csv_bytes} bytes")
-        self._zip = archive
+        csv_entry = csvs[0]
         self._data = memoryview(data)
-        text = self._read_entry(info, limits.max_csv_bytes)
-        # The PNGs are read from the archive's bytes through the compact index above: dropping
-        # zipfile's per-entry objects keeps memory flat with 100,000 images.
-        self._zip = None
-        archive.close()
-        return info.filename, text
-
-    def _read_entry(self, info: zipfile.ZipInfo, limit: int) -> bytes:
-        assert self._zip is not None
         try:
-            with self._zip.open(info) as handle:
-                data = handle.read(limit + 1)
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, zlib.error) as exc:
-            raise ExportRejected(f"cannot read {info.filename} from the archive ({exc})") from None
-        if len(data) > limit:
-            raise ExportRejected(f"{info.filename} is larger than {limit} bytes")
-        return data
+            text = zipindex.read(self._data, csv_entry, limits.max_csv_bytes)
+        except ValueError:
+            raise ExportRejected(f"the CSV is larger than {limits.max_csv_bytes} bytes") from None
+        except zipindex.Corrupt as exc:
+            raise ExportRejected(f"cannot read {csv_entry.name} from the archive ({exc})") from None
+        return csv_entry.name, text
 
-    def _read_png(self, entry: _Entry) -> tuple[bytes | None, str | None]:
+    def _read_png(self, entry: zipindex.ZipEntry) -> tuple[bytes | None, str | None]:
         """An image's bytes straight from the archive (CRC-checked), or None and the reason."""
         assert self._data is not None
         limit = self.limits.max_png_bytes
-        if entry.file_size > limit:
+        try:
+            data = zipindex.read(self._data, entry, limit)
+        except ValueError:
             return None, f"QR image larger than {limit} bytes"
-        at = entry.offset
-        header = self._data[at : at + 30]
-        if len(header) < 30 or header[:4] != b"PK\x03\x04":
-            return None, "QR image entry is damaged"
-        name_len, extra_len = int.from_bytes(header[26:28], "little"), int.from_bytes(header[28:30], "little")
-        start = at + 30 + name_len + extra_len
-        raw = self._data[start : start + entry.compress_size]
-        if entry.method == zipfile.ZIP_STORED:
-            data = bytes(raw)
-        elif entry.method == zipfile.ZIP_DEFLATED:
-            try:
-                data = zlib.decompressobj(-15).decompress(raw, limit + 1)
-            except zlib.error:
-                return None, "QR image entry is damaged"
-        else:
-            return None, "QR image uses an unsupported compression method"
-        if len(data) != entry.file_size or zlib.crc32(data) != entry.crc:
+        except zipindex.Corrupt:
             return None, "QR image entry is damaged"
         if not data.startswith(PNG_SIGNATURE):
             return None, "QR image is not a PNG"
