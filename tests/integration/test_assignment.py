@@ -46,6 +46,10 @@ class FakeLedger:
             self.writes[device] += 1
             self.data[device] = token
 
+    def delete_ledger_instance(self, device: str) -> bool:
+        with self.lock:
+            return self.data.pop(device, None) is not None
+
 
 def clock() -> str:
     return "2026-01-01T00:00:00.000Z"

@@ -492,7 +492,7 @@ class Store:
             for raw in answer.get("Items", []):
                 item = from_item(raw)
                 found.append((item["pk"].removeprefix("TOKEN#"), item["token"]))
-            if len(found) >= limit:
+            if found:  # a few candidates are enough; wrap around only when the tail was empty
                 break
         return found
 
