@@ -1,18 +1,24 @@
-"""Item-level rollback for moto's DynamoDB transactions.
+"""Two speed-ups for moto's DynamoDB: item-level transaction rollback and fast scalar comparisons.
 
 moto backs up a whole table (``copy.deepcopy``) before every TransactWriteItems so that it can roll
 back a cancelled one: the cost of a transaction grows with the table, and importing 100,000 tokens
 in 1,000 transactions becomes quadratic. This keeps moto's semantics (all or nothing, the same
 cancellation reasons) but saves and restores only the items a transaction touches. It changes
 nothing but moto, and only in processes that call ``install()`` (tests, the local stack, benchmarks).
+
+moto also compares attribute values (index queries filter and sort every item of the table) through
+``DynamoType.cast_value``, a chain of type tests per comparison: a query on a table of a few
+thousand items took 130 ms. Scalars (S, B, N, BOOL) now take a short path with the same result.
 """
 
 from __future__ import annotations
 
 import copy
+from decimal import Decimal
 from typing import Any
 
 from moto.dynamodb.models import DynamoDBBackend
+from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 
 _installed = False
@@ -69,5 +75,26 @@ def install() -> None:
             raise
 
     models.copy = _TableSharingCopy  # type: ignore[assignment]
+    _fast_comparisons()
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
     _installed = True
+
+
+def _fast_comparisons() -> None:
+    slow = DynamoType.cast_value.fget  # type: ignore[attr-defined]
+
+    def cast(value: DynamoType) -> Any:
+        kind = value.type
+        if kind in ("S", "B", "BOOL"):
+            return value.value
+        if kind == "N":
+            return Decimal(value.value)
+        return slow(value)
+
+    DynamoType.__hash__ = lambda self: hash((self.type, cast(self)))  # type: ignore[method-assign]
+    DynamoType.__eq__ = lambda self, other: self.type == other.type and cast(self) == cast(other)  # type: ignore[method-assign,assignment]
+    DynamoType.__ne__ = lambda self, other: self.type != other.type or cast(self) != cast(other)  # type: ignore[method-assign,assignment]
+    DynamoType.__lt__ = lambda self, other: cast(self) < cast(other)  # type: ignore[method-assign]
+    DynamoType.__le__ = lambda self, other: cast(self) <= cast(other)  # type: ignore[method-assign]
+    DynamoType.__gt__ = lambda self, other: cast(self) > cast(other)  # type: ignore[method-assign]
+    DynamoType.__ge__ = lambda self, other: cast(self) >= cast(other)  # type: ignore[method-assign]
