@@ -41,9 +41,14 @@ class LambdaContext:
         return 300_000
 
 
-def load_handler(name: str, *, fresh: bool = False) -> ModuleType:
-    """Import ``functions/<name>/app.py`` under a module name of its own (every handler file is app.py)."""
-    module_name = f"tokenflow_function_{name}"
+def load_handler(name: str, *, fresh: bool = False, instance: str = "") -> ModuleType:
+    """Import ``functions/<name>/app.py`` under a module name of its own (every handler file is app.py).
+
+    ``instance`` loads another copy with its own module state, as each concurrent Lambda execution
+    environment has: handler modules keep per-invocation state (a batch processor, caches) that two
+    threads must not share.
+    """
+    module_name = f"tokenflow_function_{name}" + (f"__{instance}" if instance else "")
     if module_name in sys.modules and not fresh:
         return sys.modules[module_name]
     spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "app.py")
@@ -55,8 +60,8 @@ def load_handler(name: str, *, fresh: bool = False) -> ModuleType:
     return module
 
 
-def invoke(name: str, event: dict[str, Any]) -> Any:
-    return load_handler(name).lambda_handler(event, LambdaContext(function_name=name))
+def invoke(name: str, event: dict[str, Any], *, instance: str = "") -> Any:
+    return load_handler(name, instance=instance).lambda_handler(event, LambdaContext(function_name=name))
 
 
 def s3_put_event(bucket: str, key: str, size: int = 0) -> dict[str, Any]:
@@ -108,7 +113,9 @@ def sqs_event(queue_arn: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def poll_once(sqs: Any, queue_url: str, function: str, *, batch_size: int = 10, retry_delay: int = 0) -> int:
+def poll_once(
+    sqs: Any, queue_url: str, function: str, *, batch_size: int = 10, retry_delay: int = 0, instance: str = ""
+) -> int:
     """One poll of the SQS event source: receive a batch, invoke, delete what succeeded.
 
     Failed records (``batchItemFailures``, or all of them when the handler raised) become visible
@@ -123,7 +130,7 @@ def poll_once(sqs: Any, queue_url: str, function: str, *, batch_size: int = 10, 
         return 0
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     try:
-        result = invoke(function, sqs_event(arn, messages)) or {}
+        result = invoke(function, sqs_event(arn, messages), instance=instance) or {}
         failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
     except Exception:  # the whole batch returns to the queue, as with Lambda
         failed = {m["MessageId"] for m in messages}

@@ -297,9 +297,11 @@ def test_batches_keep_memory_to_one_batch_of_images():
 
 def test_zip64_archive_is_listed_through_zipfile_and_read():
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        with archive.open("t.csv", "w", force_zip64=True) as handle:
-            handle.write(csv_text(TOKENS).encode())
+    with (
+        zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive,
+        archive.open("t.csv", "w", force_zip64=True) as handle,
+    ):
+        handle.write(csv_text(TOKENS).encode())
     _, tokens = read_all(buffer.getvalue())
     assert [t.token for t in tokens] == [t.token for t in TOKENS]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tokenflow.observability import logger, metrics
-from tokenflow.particle import ParticleAuthError, ParticleError, ParticleUnavailable
+from tokenflow.particle import DEVICE_ID_RE, ParticleAuthError, ParticleError, ParticleUnavailable
 from tokenflow.store import DeviceChanged, Store, TokenTaken
 from tokenflow.tokens import mask
 
@@ -49,11 +49,13 @@ class AssignRequest:
     @classmethod
     def from_message(cls, body: dict[str, Any]) -> AssignRequest:
         device_id = body.get("device_id")
-        if not isinstance(device_id, str) or len(device_id) != 24:
+        # Checked before anything is claimed: a malformed id would bind a token the Ledger write
+        # then refuses (Particle ids are 24 lowercase hex characters).
+        if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
             raise ValueError("assign request without a valid device_id")
         fields = {k: body[k] for k in ("name", "serial_number", "platform_id") if body.get(k) is not None}
         previous = body.get("previous_device")
-        if previous is not None and (not isinstance(previous, str) or len(previous) != 24):
+        if previous is not None and (not isinstance(previous, str) or not DEVICE_ID_RE.fullmatch(previous)):
             raise ValueError("assign request with a malformed previous_device")
         return cls(device_id, body.get("seen_state"), str(body.get("reason", "new")), fields, previous)
 

@@ -6,6 +6,10 @@ connection errors (``Retry-After`` honoured when present), and none on 400/401/4
 will not change by asking again. Errors are typed, and their messages never carry the access token
 or a Blynk token (only Particle's own ``error``/``error_description``, truncated).
 
+Threads sharing a client also share its pacing: a 429's ``Retry-After`` pauses every one of them
+(one answer, not one 429 per thread), and an optional ``rate_limit`` keeps the client under a known
+request budget by itself (Particle allows 10,000 requests per 5 minutes per public IP).
+
 The Ledger API path prefix is a setting (REFERENCE.md): ``/v1`` for a sandbox-owned product,
 ``/v1/orgs/{org}`` for an org-owned one, ``/v1/products/{product}`` for the form some scripts use.
 """
@@ -16,8 +20,11 @@ import random
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -25,8 +32,9 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from tokenflow.settings import Settings, secret
+from tokenflow.tokens import AUTH_TOKEN_RE
 
-DEVICE_ID_RE = re.compile(r"^[0-9a-f]{24}$")
+DEVICE_ID_RE = re.compile(r"[0-9a-f]{24}")  # use fullmatch: "$" would let a trailing newline in
 LEDGER_TOKEN_KEY = "blynk_token"  # noqa: S105 (the Ledger key's name)
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_MESSAGE_CHARS = 200
@@ -107,6 +115,8 @@ class DevicePage:
 
 
 class ParticleClient:
+    """Product devices and device Ledger instances; safe to share between worker threads."""
+
     def __init__(
         self,
         base_url: str,
@@ -121,9 +131,11 @@ class ParticleClient:
         max_retries: int = 4,
         backoff_base: float = 0.25,
         backoff_cap: float = 8.0,
+        retry_after_cap: float = 30.0,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         pool_size: int = 16,
+        rate_limit: tuple[int, float] | None = None,
     ) -> None:
         if scope not in ("sandbox", "org", "product"):
             raise ValueError(f"unknown Ledger scope {scope!r}")
@@ -142,6 +154,7 @@ class ParticleClient:
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.retry_after_cap = retry_after_cap
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.session = session or requests.Session()
@@ -150,6 +163,12 @@ class ParticleClient:
         self.session.mount("http://", adapter)
         self._lock = threading.Lock()
         self.requests_sent = 0
+        # Pacing shared by every thread using this client: ``rate_limit`` = (requests, seconds) it
+        # keeps to by itself (a sliding window, as the cloud counts), and a pause that a 429's
+        # Retry-After imposes on all threads at once, so they do not each run into the limit.
+        self.rate_limit = rate_limit
+        self._sent_at: deque[float] = deque(maxlen=rate_limit[0] if rate_limit else 1)
+        self._paused_until = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ParticleClient:
@@ -171,18 +190,17 @@ class ParticleClient:
         path = f"/v1/products/{quote(self.product, safe='')}/devices"
         while True:
             body = self._request("GET", path, params={"page": page, "per_page": per_page})
-            devices = [Device.from_api(d) for d in body.get("devices", [])]
-            meta = body.get("meta") or {}
-            total = int(meta.get("total_pages", meta.get("total_page", page)) or page)
-            yield DevicePage(devices, page, total)
-            if not devices or page >= total:
+            devices = [Device.from_api(d) for d in body.get("devices") or []]
+            total = _total_pages(body)
+            yield DevicePage(devices, page, total if total is not None else page)
+            if not devices or (total is not None and page >= total):
                 return
             page += 1
 
     # ---- Ledger -------------------------------------------------------------------------------
 
     def _instance_path(self, device_id: str) -> str:
-        if not DEVICE_ID_RE.match(device_id):
+        if not DEVICE_ID_RE.fullmatch(device_id):
             raise ParticleBadRequest("device id must be 24 lowercase hex characters")
         return f"{self.ledger_prefix}/ledgers/{quote(self.ledger, safe='')}/instances/{device_id}"
 
@@ -214,11 +232,10 @@ class ParticleClient:
         page = 1
         while True:
             body = self._request("GET", path, params={"page": page, "per_page": per_page})
-            instances = body.get("instances", [])
+            instances = body.get("instances") or []
             yield from instances
-            meta = body.get("meta") or {}
-            total = int(meta.get("total_pages", meta.get("total_page", page)) or page)
-            if not instances or page >= total:
+            total = _total_pages(body)
+            if not instances or (total is not None and page >= total):
                 return
             page += 1
 
@@ -227,37 +244,87 @@ class ParticleClient:
     def _access_token(self) -> str:
         return self._token() if callable(self._token) else self._token
 
+    def _pace(self) -> None:
+        """Wait for this request's turn: after any pause a 429 imposed, and inside ``rate_limit``.
+
+        Each request books its send time under the lock and then sleeps outside it, so threads
+        queue up in order without holding the lock while they wait."""
+        with self._lock:
+            now = time.monotonic()
+            at = max(now, self._paused_until)
+            if self.rate_limit:
+                limit, window = self.rate_limit
+                if len(self._sent_at) == limit:
+                    # A little margin: the cloud sees each request a little after it was sent.
+                    at = max(at, self._sent_at[0] + window * 1.01 + 0.05)
+                self._sent_at.append(at)
+        if at > now:
+            self.sleep(at - now)
+
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        headers = {"Authorization": f"Bearer {self._access_token()}", "Accept": "application/json"}
+        access_token = self._access_token()
+        headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
         url = f"{self.base_url}{path}"
         for attempt in range(self.max_retries + 1):
+            self._pace()
             with self._lock:
                 self.requests_sent += 1
             wait: float | None = None
             try:
                 response = self.session.request(method, url, headers=headers, timeout=self.timeout, **kwargs)
             except (requests.Timeout, requests.ConnectionError) as exc:
+                # The exception text can carry the URL; only its kind goes into the message.
                 failure: ParticleError = ParticleUnavailable(f"{method} {_route(path)}: {type(exc).__name__}")
             else:
                 if response.status_code < 400:
-                    return response.json() if response.content else {}
-                failure = _error_for(method, path, response)
+                    return _json_body(method, path, response)
+                failure = _error_for(method, path, response, access_token)
                 if response.status_code not in RETRYABLE_STATUSES:
                     raise failure
                 wait = _retry_after(response)
+                if wait is not None:  # the cloud said when; earlier only earns more 429s, for every thread
+                    with self._lock:
+                        until = time.monotonic() + min(self.retry_after_cap, wait)
+                        self._paused_until = max(self._paused_until, until)
             if attempt == self.max_retries:
                 raise failure
-            backoff = min(self.backoff_cap, self.backoff_base * 2**attempt) * self.rng.random()
-            self.sleep(min(self.backoff_cap, wait) if wait is not None else backoff)
+            if wait is None:  # exponential backoff with full jitter: parallel workers spread out
+                self.sleep(min(self.backoff_cap, self.backoff_base * 2**attempt) * self.rng.random())
+            # else the next _pace() waits for the pause
         raise AssertionError("unreachable")
+
+
+def _total_pages(body: dict[str, Any]) -> int | None:
+    """The page count from ``meta`` (``total_pages``, or ``total_page`` as some answers spell it);
+    None when absent: then the listing ends at the first empty page."""
+    meta = body.get("meta")
+    if not isinstance(meta, dict):
+        return None
+    value = meta.get("total_pages", meta.get("total_page"))
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _route(path: str) -> str:
     """The path with device ids elided, for messages and logs."""
-    return DEVICE_ID_RE.sub("…", "/".join("{id}" if DEVICE_ID_RE.match(p) else p for p in path.split("/")))
+    return "/".join("{id}" if DEVICE_ID_RE.fullmatch(part) else part for part in path.split("/"))
 
 
-def _error_for(method: str, path: str, response: requests.Response) -> ParticleError:
+def _json_body(method: str, path: str, response: requests.Response) -> dict[str, Any]:
+    if not response.content:
+        return {}
+    try:
+        body = response.json()
+    except ValueError:
+        raise ParticleUnavailable(
+            f"{method} {_route(path)} answered {response.status_code} without JSON", response.status_code
+        ) from None
+    return body if isinstance(body, dict) else {"data": body}
+
+
+def _error_for(method: str, path: str, response: requests.Response, access_token: str) -> ParticleError:
     status = response.status_code
     try:
         body = response.json()
@@ -265,18 +332,35 @@ def _error_for(method: str, path: str, response: requests.Response) -> ParticleE
         body = {}
     detail = ""
     if isinstance(body, dict):
-        detail = str(body.get("error_description") or body.get("error") or "")[:MAX_MESSAGE_CHARS]
+        # Only Particle's own fields: a body may echo the request (and so the Blynk token) back.
+        parts = [str(body.get(k)) for k in ("error", "error_description") if body.get(k)]
+        detail = _scrub(": ".join(parts), access_token)[:MAX_MESSAGE_CHARS]
     cls = _ERRORS_BY_STATUS.get(
         status, ParticleUnavailable if status in RETRYABLE_STATUSES else ParticleError
     )
     return cls(f"{method} {_route(path)} answered {status}{': ' + detail if detail else ''}", status)
 
 
+def _scrub(text: str, access_token: str) -> str:
+    """Hide anything shaped like a secret: the access token and any AuthToken-shaped run."""
+    if access_token:
+        text = text.replace(access_token, "…")
+    return AUTH_TOKEN_RE.sub("…", text)
+
+
 def _retry_after(response: requests.Response) -> float | None:
+    """Retry-After in seconds, or as an HTTP date; None when absent or unreadable."""
     value = response.headers.get("Retry-After")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
