@@ -25,6 +25,8 @@ import segno
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 DEFAULT_ORG = "ORG-1234"
 
+EXPORT_TIME = (2026, 1, 1, 0, 0, 0)
+
 
 @dataclass(frozen=True)
 class SampleToken:
@@ -90,14 +92,22 @@ def make_export(
         tokens = make_tokens(tokens, seed)
     text = csv_text(tokens, delimiter=delimiter, crlf=crlf)
     buffer = io.BytesIO()
+    # Fixed entry times: the same tokens make the same bytes, so the same export has the same hash.
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr(csv_name, ("\ufeff" if bom else "") + text)
+        archive.writestr(_entry(csv_name, zipfile.ZIP_DEFLATED), ("\ufeff" if bom else "") + text)
         if with_png:
             for t in tokens:
                 image = qr_png(f"{t.qr_token}+{org_id}") if real_qr else _placeholder_png()
                 # PNGs are already compressed: store them as they are, as most zip tools do.
-                archive.writestr(f"{png_folder}{t.token}.png", image, compress_type=zipfile.ZIP_STORED)
+                archive.writestr(_entry(f"{png_folder}{t.token}.png", zipfile.ZIP_STORED), image)
     return buffer.getvalue()
+
+
+def _entry(name: str, compression: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=EXPORT_TIME)
+    info.compress_type = compression
+    info.external_attr = 0o644 << 16
+    return info
 
 
 def main(argv: Sequence[str] | None = None) -> int:

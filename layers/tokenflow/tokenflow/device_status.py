@@ -23,8 +23,8 @@ from typing import Any
 
 STATUS_EVENT = "tokenflow/status"
 MAX_DATA_CHARS = 1024
-DEVICE_ID_RE = re.compile(r"^[0-9a-f]{24}$")
-FINGERPRINT_RE = re.compile(r"^[0-9a-f]{12}$")
+DEVICE_ID_RE = re.compile(r"[0-9a-f]{24}")  # fullmatch: "$" would accept a trailing newline
+FINGERPRINT_RE = re.compile(r"[0-9a-f]{12}")
 TOKEN_NONE = "none"  # noqa: S105 (a status value, not a secret)
 TOKEN_INVALID = "invalid"  # noqa: S105 (a status value, not a secret)
 
@@ -66,7 +66,7 @@ def parse_status_data(data: str) -> dict[str, str]:
     token = fields.get("token")
     if token is None:
         raise StatusError("status data has no token field")
-    if token not in (TOKEN_NONE, TOKEN_INVALID) and not FINGERPRINT_RE.match(token):
+    if token not in (TOKEN_NONE, TOKEN_INVALID) and not FINGERPRINT_RE.fullmatch(token):
         raise StatusError("token must be none, invalid or 12 lowercase hex characters")
     return fields
 
@@ -79,7 +79,7 @@ def parse_status_event(body: Any) -> DeviceStatus:
     if event is not None and event != STATUS_EVENT:
         raise StatusError(f"unexpected event {str(event)[:64]!r}; expected {STATUS_EVENT}")
     device_id = body.get("device_id") or body.get("coreid")
-    if not isinstance(device_id, str) or not DEVICE_ID_RE.match(device_id):
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
         raise StatusError("device_id must be 24 lowercase hex characters")
     fields = parse_status_data(body.get("data"))
     token = fields["token"]

@@ -452,7 +452,22 @@ class Store:
         if cursor:
             kwargs["ExclusiveStartKey"] = dict(cursor)
         page = self._call("Query", **kwargs)
-        return [from_item(i) for i in page.get("Items", [])], page.get("LastEvaluatedKey")
+        # The index holds keys only: the records come in one BatchGetItem, newest first as listed.
+        keys = [{"pk": i["pk"], "sk": i["sk"]} for i in page.get("Items", [])]
+        found = {item["pk"]: item for item in self._batch_get(keys)}
+        records = [found[k["pk"]["S"]] for k in keys if k["pk"]["S"] in found]
+        return records, page.get("LastEvaluatedKey")
+
+    def _batch_get(self, keys: Sequence[dict]) -> list[dict]:
+        """Items by key, one BatchGetItem per 100 keys (unprocessed keys asked for again)."""
+        found: list[dict] = []
+        for start in range(0, len(keys), 100):
+            request = {self.table: {"Keys": list(keys[start : start + 100]), "ConsistentRead": True}}
+            while request:
+                answer = self._call("BatchGetItem", RequestItems=request)
+                found.extend(from_item(raw) for raw in answer.get("Responses", {}).get(self.table, []))
+                request = answer.get("UnprocessedKeys") or {}
+        return found
 
     # ---- devices -----------------------------------------------------------------------------
 
@@ -464,17 +479,8 @@ class Store:
 
     def get_devices(self, device_ids: Sequence[str]) -> dict[str, dict]:
         """Device items by id, one BatchGetItem per 100 ids (a Particle listing page)."""
-        found: dict[str, dict] = {}
-        for start in range(0, len(device_ids), 100):
-            keys = [Keys.device(d) for d in dict.fromkeys(device_ids[start : start + 100])]
-            request = {self.table: {"Keys": keys, "ConsistentRead": True}}
-            while request:
-                answer = self._call("BatchGetItem", RequestItems=request)
-                for raw in answer.get("Responses", {}).get(self.table, []):
-                    item = from_item(raw)
-                    found[item["device_id"]] = item
-                request = answer.get("UnprocessedKeys") or {}
-        return found
+        keys = [Keys.device(d) for d in dict.fromkeys(device_ids)]
+        return {item["device_id"]: item for item in self._batch_get(keys)}
 
     def available_candidates(self, limit: int = 5) -> list[tuple[str, str]]:
         """A few available tokens as (token id, token), starting at a random point of the index."""

@@ -1,0 +1,197 @@
+"""The operator HTTP API (API Gateway HTTP API, IAM-authorized): routes -> tokenflow.fleet / lifecycle.
+
+Requests and answers are validated against tokenflow.api_models; the OpenAPI description is served
+at /openapi.json and a Swagger UI at /swagger. Only ``GET /devices/{id}/token`` answers with an
+AuthToken, so IAM can deny that one route to most operators.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tokenflow import api_models as m
+from tokenflow.assign_queue import AssignQueue
+from tokenflow.fleet import BadRequest, Fleet, NotFound
+from tokenflow.ingest import utc_now
+from tokenflow.lifecycle import Conflict, Lifecycle
+from tokenflow.observability import logger, metrics, tracer
+from tokenflow.reports import S3Reports
+from tokenflow.settings import settings
+from tokenflow.store import DEVICE_STATES, Store
+from tokenflow.triggers import request_sweep
+
+app = APIGatewayHttpResolver(enable_validation=True)
+app.enable_swagger(path="/swagger", title="Tokenflow operator API", version="1")
+
+DevicePath = Annotated[str, Path(pattern=m.DEVICE_ID_PATTERN, description="Particle device id")]
+StateQuery = Annotated[
+    str | None, Query(pattern=f"^({'|'.join(DEVICE_STATES)})$", description="Only devices in this state")
+]
+_services: dict[str, Any] = {}
+
+
+def fleet() -> Fleet:
+    if "fleet" not in _services:
+        config = settings()
+        config.require("table_name")
+        _services["fleet"] = Fleet(
+            Store(config.table_name),
+            low_stock_threshold=config.low_stock_threshold,
+            reports=S3Reports(config.exports_bucket) if config.exports_bucket else None,
+        )
+    return _services["fleet"]
+
+
+def lifecycle() -> Lifecycle:
+    if "lifecycle" not in _services:
+        config = settings()
+        config.require("table_name", "assign_queue_url")
+        _services["lifecycle"] = Lifecycle(
+            fleet().store,
+            AssignQueue(config.assign_queue_url),
+            clock=utc_now,
+            request_sweep=lambda reason: request_sweep(config.sweep_function_name, reason),
+        )
+    return _services["lifecycle"]
+
+
+def _caller() -> str | None:
+    """The IAM identity that signed the request (None behind the local gateway)."""
+    iam = (
+        app.current_event.request_context.authorizer.iam
+        if app.current_event.request_context.authorizer
+        else None
+    )
+    return iam.user_arn if iam else None
+
+
+def _error(status: int, message: str) -> Response:
+    return Response(
+        status_code=status,
+        content_type=content_types.APPLICATION_JSON,
+        body={"statusCode": status, "message": message},
+    )
+
+
+@app.exception_handler(NotFound)
+def _not_found(exc: NotFound) -> Response:
+    return _error(404, str(exc))
+
+
+@app.exception_handler(BadRequest)
+def _bad_request(exc: BadRequest) -> Response:
+    return _error(400, str(exc))
+
+
+@app.exception_handler(Conflict)
+def _conflict(exc: Conflict) -> Response:
+    return _error(409, str(exc))
+
+
+# ---- reading -------------------------------------------------------------------------------------
+
+
+@app.get("/summary", summary="Counts per token and device state, low stock, latest imports")
+def get_summary() -> m.Summary:
+    return fleet().summary()
+
+
+@app.get("/imports", summary="The latest imports, newest first")
+def get_imports(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> m.ImportList:
+    return fleet().imports(limit)
+
+
+@app.get("/imports/<import_id>", summary="One import and its full report")
+def get_import(import_id: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]) -> m.Import:
+    return fleet().import_report(import_id)
+
+
+@app.get("/devices", summary="Devices by state, a page at a time")
+def get_devices(
+    state: StateQuery = None,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> m.DevicePage:
+    return fleet().devices(state, cursor, limit)
+
+
+@app.get("/devices/<device_id>", summary="One device: state, token (masked), QR token, timestamps")
+def get_device(device_id: DevicePath) -> m.Device:
+    return fleet().device(device_id)
+
+
+@app.get(
+    "/devices/<device_id>/qr",
+    summary="The device's QR label as image/png",
+    responses={200: {"description": "PNG image", "content": {"image/png": {}}}},
+)
+def get_device_qr(device_id: DevicePath):  # binary: no response model
+    png = fleet().device_qr(device_id)
+    return Response(
+        status_code=200,
+        content_type="image/png",
+        body=png,
+        headers={"Cache-Control": "private, max-age=60"},
+    )
+
+
+@app.get("/devices/<device_id>/token", summary="Reveal the device's AuthToken (audited)")
+def get_device_token(device_id: DevicePath) -> Response[m.RevealedToken]:
+    token = fleet().reveal_token(device_id)
+    logger.info("AuthToken revealed", extra={"device_id": device_id, "caller": _caller()})
+    metrics.add_metric(name="TokensRevealed", unit="Count", value=1)
+    return Response(
+        status_code=200,
+        content_type=content_types.APPLICATION_JSON,
+        body={"device_id": device_id, "token": token},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@app.get("/tokens/<token_ref>", summary="Which device holds a token (AuthToken, QR token or token id)")
+def get_token(token_ref: Annotated[str, Path(min_length=32, max_length=64)]) -> m.Token:
+    return fleet().token(token_ref)
+
+
+@app.get("/openapi.json", include_in_schema=False)
+def get_openapi():
+    return Response(
+        status_code=200, content_type=content_types.APPLICATION_JSON, body=app.get_openapi_json_schema()
+    )
+
+
+# ---- acting --------------------------------------------------------------------------------------
+
+
+@app.post("/devices/<device_id>/assign", summary="Queue the device for its token now")
+def post_assign(device_id: DevicePath) -> Response[m.AssignAnswer]:
+    answer = lifecycle().assign_now(device_id)
+    logger.info("Assign requested", extra={"device_id": device_id, "caller": _caller()})
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=answer)
+
+
+@app.post("/devices/<device_id>/transfer", summary="RMA: move the device's token to a replacement")
+def post_transfer(device_id: DevicePath, request: m.TransferRequest) -> Response[m.TransferAnswer]:
+    answer = lifecycle().transfer(device_id, request.to)
+    logger.info("Transfer requested", extra={"from": device_id, "to": request.to, "caller": _caller()})
+    return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=answer)
+
+
+@app.post("/tokens/<token_ref>/revoke", summary="The token was deleted in Blynk: revoke it")
+def post_revoke(token_ref: Annotated[str, Path(min_length=32, max_length=64)]) -> m.RevokeAnswer:
+    tid = fleet().resolve_token(token_ref)
+    answer = lifecycle().revoke(tid)
+    logger.info("Revoke requested", extra={"token_id": tid[:12], "caller": _caller()})
+    return answer
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,91 @@
+"""POST /webhooks/particle: the Particle status integration's target (no IAM; a shared secret).
+
+The secret header is checked first, in constant time, against the SSM SecureString; a missing or
+wrong one gets 401 before the body is even read. Then the firmware's status event
+(tokenflow.device_status) goes to tokenflow.lifecycle, which confirms, queues or redelivers.
+A separate function from the operator API, so this public route carries only what it needs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from tokenflow.assign_queue import AssignQueue
+from tokenflow.device_status import StatusError, parse_status_event
+from tokenflow.ingest import utc_now
+from tokenflow.lifecycle import Lifecycle
+from tokenflow.observability import logger, metrics, tracer
+from tokenflow.settings import secret, settings
+from tokenflow.store import Store
+from tokenflow.triggers import request_sweep
+
+SECRET_HEADER = "x-tokenflow-secret"  # noqa: S105 (a header name)
+MAX_BODY_BYTES = 16_384
+
+app = APIGatewayHttpResolver()
+_services: dict[str, Any] = {}
+
+
+def lifecycle() -> Lifecycle:
+    if "lifecycle" not in _services:
+        config = settings()
+        config.require("table_name", "assign_queue_url")
+        _services["lifecycle"] = Lifecycle(
+            Store(config.table_name),
+            AssignQueue(config.assign_queue_url),
+            clock=utc_now,
+            request_sweep=lambda reason: request_sweep(config.sweep_function_name, reason),
+        )
+    return _services["lifecycle"]
+
+
+def _answer(status: int, body: dict[str, Any]) -> Response:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def _authorized() -> bool:
+    provided = app.current_event.headers.get(SECRET_HEADER) or ""
+    expected = secret(settings().webhook_secret_param)
+    return hmac.compare_digest(provided.encode(), expected.encode())
+
+
+@app.post("/webhooks/particle")
+def post_status() -> Response:
+    if not _authorized():
+        metrics.add_metric(name="WebhookRejected", unit="Count", value=1)
+        logger.warning("Webhook call without the right secret", extra={"source_ip": _source_ip()})
+        return _answer(401, {"statusCode": 401, "message": "missing or wrong X-Tokenflow-Secret header"})
+    raw = app.current_event.decoded_body or ""
+    if len(raw) > MAX_BODY_BYTES:
+        return _answer(413, {"statusCode": 413, "message": f"body larger than {MAX_BODY_BYTES} bytes"})
+    try:
+        status = parse_status_event(json.loads(raw))
+    except (ValueError, StatusError) as exc:
+        message = str(exc) if isinstance(exc, StatusError) else "body is not JSON"
+        logger.warning("Unusable status event", extra={"error": message})
+        return _answer(400, {"statusCode": 400, "message": message})
+    outcome = lifecycle().report_status(status)
+    logger.info(
+        "Status report",
+        extra={"device_id": status.device_id, "holds": status.holds, "action": outcome.action},
+    )
+    metrics.add_metric(name="StatusReports", unit="Count", value=1)
+    return _answer(200, {"device_id": outcome.device_id, "action": outcome.action, "state": outcome.state})
+
+
+def _source_ip() -> str | None:
+    http = app.current_event.request_context.http
+    return http.source_ip if http else None
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, clear_state=True)
+@metrics.log_metrics
+@tracer.capture_lambda_handler
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,156 @@
+"""The HTTP API's request and response shapes (the OpenAPI description is generated from them).
+
+Answers are validated against these models before they leave, and only the fields declared here go
+out: a field added to a stored item never reaches a client by accident. No model but
+``RevealedToken`` has a field that can hold an AuthToken.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEVICE_ID_PATTERN = r"^[0-9a-f]{24}$"
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN, description="Particle device id (24 hex)")]
+
+
+class TokenRef(BaseModel):
+    token_id: str = Field(description="SHA-256 of the AuthToken: how the API names a token")
+    fingerprint: str | None = Field(None, description="First 12 hex characters of the SHA-256")
+    mask: str | None = Field(None, description="First and last four characters, e.g. xw7I…FAVl")
+
+
+class ImportBrief(BaseModel):
+    id: str
+    status: str | None = None
+    source_key: str | None = None
+    tokens_added: int | None = None
+    finished_at: str | None = None
+
+
+class Summary(BaseModel):
+    tokens: dict[str, int] = Field(description="Tokens per state")
+    devices: dict[str, int] = Field(description="Devices per state")
+    low_stock: bool = Field(description="Fewer available tokens than the low-stock threshold")
+    low_stock_threshold: int
+    recent_imports: list[ImportBrief]
+
+
+class Device(BaseModel):
+    device_id: str
+    state: str | None
+    token: TokenRef | None = None
+    qr_token: str | None = Field(None, description="The QR token printed on the device's label")
+    metadata: dict[str, str] | None = Field(None, description="The export's other columns for the token")
+    name: str | None = None
+    serial_number: str | None = None
+    platform_id: int | None = None
+    attempts: int = Field(0, description="Failed Ledger writes so far")
+    last_error: str | None = None
+    retryable: bool | None = None
+    redeliveries: int = 0
+    reported_fingerprint: str | None = Field(
+        None, description="What the device last reported, if it differed"
+    )
+    previous_token_mask: str | None = None
+    transferred_from: str | None = None
+    transferred_to: str | None = None
+    first_seen_at: str | None = None
+    assigned_at: str | None = None
+    delivered_at: str | None = None
+    confirmed_at: str | None = None
+    failed_at: str | None = None
+    retired_at: str | None = None
+    mismatch_at: str | None = None
+    redelivered_at: str | None = None
+    updated_at: str | None = None
+
+
+class DevicePage(BaseModel):
+    devices: list[Device]
+    cursor: str | None = Field(None, description="Pass as ?cursor= for the next page; null on the last")
+
+
+class TokenEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    event: str
+    at: str
+
+
+class Token(BaseModel):
+    token_id: str
+    fingerprint: str | None = None
+    mask: str | None = None
+    qr_token: str | None = None
+    state: str | None = None
+    device_id: str | None = None
+    import_id: str | None = None
+    import_row: int | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    created_at: str | None = None
+    assigned_at: str | None = None
+    delivered_at: str | None = None
+    confirmed_at: str | None = None
+    revoked_at: str | None = None
+    history: list[TokenEvent] = Field(default_factory=list)
+
+
+class Import(BaseModel):
+    import_id: str
+    status: str | None = None
+    source_key: str | None = None
+    size_bytes: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    attempts: int | None = None
+    tokens_added: int | None = None
+    tokens_already_known: int | None = None
+    rows_rejected: int | None = None
+    reason: str | None = None
+    report_key: str | None = None
+    report: dict[str, Any] | None = Field(None, description="The full report (rejected rows masked)")
+
+
+class ImportList(BaseModel):
+    imports: list[Import]
+
+
+class RevealedToken(BaseModel):
+    device_id: str
+    token: str = Field(description="The AuthToken itself")
+
+
+class AssignAnswer(BaseModel):
+    device_id: str
+    state: str | None
+    queued: bool
+    sweep_requested: bool
+
+
+class TransferRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: DeviceId
+
+
+class TransferAnswer(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    from_: str = Field(alias="from")
+    to: str
+    token: TokenRef
+    old_state: str
+    new_state: str
+
+
+class RevokeAnswer(BaseModel):
+    token: TokenRef
+    state: str
+    already_revoked: bool
+    device_id: str | None
+    device_requeued: bool
+
+
+class WebhookAnswer(BaseModel):
+    device_id: str
+    action: str
+    state: str | None

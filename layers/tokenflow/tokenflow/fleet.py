@@ -1,0 +1,274 @@
+"""What operators see: the fleet's counts, devices, tokens and imports, as the API answers them.
+
+Every view names a token by its id (the SHA-256 of the AuthToken), its fingerprint and its mask;
+none carries the AuthToken itself. ``reveal_token`` is the one exception, behind its own route.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from tokenflow.store import DEVICE_STATES, Store
+from tokenflow.tokens import is_auth_token, is_qr_token, token_id
+
+TOKEN_ID_RE = re.compile(r"[0-9a-f]{64}")
+MAX_PAGE = 100
+MAX_CURSOR_CHARS = 2048
+_CURSOR_KEYS = {"pk", "sk", "gsi1pk", "gsi1sk"}
+
+DEVICE_VIEW_FIELDS = (
+    "name",
+    "serial_number",
+    "platform_id",
+    "first_seen_at",
+    "assigned_at",
+    "delivered_at",
+    "confirmed_at",
+    "failed_at",
+    "retired_at",
+    "updated_at",
+    "last_error",
+    "retryable",
+    "transferred_from",
+    "transferred_to",
+    "mismatch_at",
+    "redelivered_at",
+)
+TOKEN_VIEW_FIELDS = (
+    "qr_token",
+    "state",
+    "device_id",
+    "import_id",
+    "import_row",
+    "metadata",
+    "created_at",
+    "assigned_at",
+    "delivered_at",
+    "confirmed_at",
+    "revoked_at",
+)
+
+
+class NotFound(LookupError):
+    """The thing asked for does not exist (the message says what)."""
+
+
+class BadRequest(ValueError):
+    """The request cannot be answered as asked (the message says why)."""
+
+
+class ReportReader(Protocol):
+    def read_report(self, key: str) -> dict[str, Any] | None: ...
+
+
+def token_ref(item: Mapping[str, Any]) -> dict[str, Any] | None:
+    """How a device's token is shown: id, fingerprint and mask, never the token."""
+    tid = item.get("token_id")
+    if not tid:
+        return None
+    return {"token_id": tid, "fingerprint": item.get("token_fp"), "mask": item.get("token_mask")}
+
+
+def device_view(item: Mapping[str, Any], token: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "device_id": item["device_id"],
+        "state": item.get("state"),
+        "token": token_ref(item),
+        "attempts": int(item.get("attempts", 0)),
+        "redeliveries": int(item.get("redeliveries", 0)),
+        "reported_fingerprint": item.get("reported_fp"),
+    }
+    view.update({k: item.get(k) for k in DEVICE_VIEW_FIELDS})
+    if item.get("previous_token_mask"):
+        view["previous_token_mask"] = item["previous_token_mask"]
+    if token is not None:
+        view["qr_token"] = token.get("qr_token")
+        view["metadata"] = token.get("metadata") or {}
+    return view
+
+
+def token_view(tid: str, item: Mapping[str, Any], history: list[dict] | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "token_id": tid,
+        "fingerprint": item.get("token_fp"),
+        "mask": item.get("token_mask"),
+    }
+    view.update({k: item.get(k) for k in TOKEN_VIEW_FIELDS})
+    view["metadata"] = view["metadata"] or {}
+    if history is not None:
+        view["history"] = [
+            {k: v for k, v in event.items() if k not in {"pk", "sk", "kind"}} for event in history
+        ]
+    return view
+
+
+def encode_cursor(state: str, last_key: Mapping[str, Any]) -> str:
+    raw = json.dumps({"s": state, "k": last_key}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, dict[str, Any] | None]:
+    """A cursor from ``encode_cursor``, checked: a forged one cannot point outside its listing."""
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise BadRequest("cursor is too long")
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        state, key = data["s"], data["k"]
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        raise BadRequest("cursor is not one this API handed out") from None
+    if (
+        state not in DEVICE_STATES
+        or not isinstance(key, dict)
+        or set(key) - _CURSOR_KEYS
+        or not all(isinstance(v, dict) and isinstance(v.get("S"), str) and len(v) == 1 for v in key.values())
+        or (key and key.get("gsi1pk", {}).get("S") != f"DEVSTATE#{state}")
+    ):
+        raise BadRequest("cursor is not one this API handed out")
+    return state, key or None  # an empty key: the start of that state
+
+
+class Fleet:
+    """Read side of the operator API."""
+
+    def __init__(
+        self, store: Store, *, low_stock_threshold: int, reports: ReportReader | None = None
+    ) -> None:
+        self.store = store
+        self.low_stock_threshold = low_stock_threshold
+        self.reports = reports
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per state, the low-stock flag and the latest imports: one DynamoDB read."""
+        counts = self.store.summary()
+        available = counts["tokens"]["available"]
+        return {
+            "tokens": counts["tokens"],
+            "devices": counts["devices"],
+            "low_stock": available < self.low_stock_threshold,
+            "low_stock_threshold": self.low_stock_threshold,
+            "recent_imports": counts["recent_imports"],
+        }
+
+    # ---- devices -------------------------------------------------------------------------------
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        item = self.store.get_device(device_id)
+        if not item:
+            raise NotFound(f"device {device_id} is unknown to Tokenflow")
+        token = self.store.get_token(item["token_id"]) if item.get("token_id") else None
+        return device_view(item, token or {})
+
+    def devices(self, state: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
+        """One page of devices in ``state`` (every state, in order, when None), from the by-state index.
+
+        The cursor carries the state it stopped in, so a listing of every state resumes where it was.
+        """
+        limit = max(1, min(limit, MAX_PAGE))
+        states = [state] if state else list(DEVICE_STATES)
+        start_key: dict[str, Any] | None = None
+        if cursor:
+            at, start_key = decode_cursor(cursor)
+            if at not in states:
+                raise BadRequest("cursor belongs to another listing")
+            states = states[states.index(at) :]
+        ids: list[str] = []
+        next_cursor = None
+        for current in states:
+            page, last = self.store.devices_in_state(current, limit - len(ids), start_key)
+            start_key = None
+            ids.extend(page)
+            if last:
+                next_cursor = encode_cursor(current, last)
+                break
+            if len(ids) >= limit:
+                following = states[states.index(current) + 1 :]
+                if following:  # resume at the start of the next state
+                    next_cursor = encode_cursor(following[0], {})
+                break
+        items = self.store.get_devices(ids) if ids else {}
+        # An item that changed state between the index read and the item read is shown as it is now.
+        devices = [device_view(items[i]) for i in ids if i in items]
+        return {"devices": devices, "cursor": next_cursor}
+
+    def device_qr(self, device_id: str) -> bytes:
+        item = self.store.get_device(device_id)
+        if not item:
+            raise NotFound(f"device {device_id} is unknown to Tokenflow")
+        if not item.get("token_id"):
+            raise NotFound(f"device {device_id} holds no token, so it has no QR label")
+        token = self.store.get_token(item["token_id"], with_image=True)
+        png = (token or {}).get("qr_png")
+        if not png:
+            raise NotFound(f"the export of device {device_id}'s token had no QR image")
+        return png
+
+    def reveal_token(self, device_id: str) -> str:
+        item = self.store.get_device(device_id)
+        if not item:
+            raise NotFound(f"device {device_id} is unknown to Tokenflow")
+        if not item.get("token_id"):
+            raise NotFound(f"device {device_id} holds no token")
+        return self.store.get_token_secret(item["token_id"])
+
+    # ---- tokens --------------------------------------------------------------------------------
+
+    def resolve_token(self, ref: str) -> str:
+        """The token id for an AuthToken, a QR token or a token id."""
+        if TOKEN_ID_RE.fullmatch(ref):
+            return ref
+        if is_qr_token(ref):
+            tid = self.store.find_token_by_qr(ref)
+            if not tid:
+                raise NotFound("no stored token has this QR token")
+            return tid
+        if is_auth_token(ref):
+            return token_id(ref)
+        raise BadRequest("expected an AuthToken, a QR token (sqr_...) or a token id (64 hex characters)")
+
+    def token(self, ref: str) -> dict[str, Any]:
+        tid = self.resolve_token(ref)
+        item = self.store.get_token(tid)
+        if not item:
+            raise NotFound("no such token")
+        return token_view(tid, item, self.store.history(tid))
+
+    # ---- imports -------------------------------------------------------------------------------
+
+    def imports(self, limit: int) -> dict[str, Any]:
+        items, _ = self.store.list_imports(max(1, min(limit, MAX_PAGE)))
+        return {"imports": [import_view(i) for i in items]}
+
+    def import_report(self, import_id: str) -> dict[str, Any]:
+        if not TOKEN_ID_RE.fullmatch(import_id):
+            raise BadRequest("an import id is the file's SHA-256 (64 lowercase hex characters)")
+        item = self.store.get_import(import_id)
+        if not item:
+            raise NotFound(f"no import {import_id}")
+        view = import_view(item)
+        key = (item.get("summary") or {}).get("report_key")
+        report = self.reports.read_report(key) if key and self.reports else None
+        view["report"] = report or item.get("summary") or {}
+        return view
+
+
+def import_view(item: Mapping[str, Any]) -> dict[str, Any]:
+    summary = item.get("summary") or {}
+    return {
+        "import_id": item["pk"].removeprefix("IMPORT#") if "pk" in item else item.get("id"),
+        "status": item.get("status"),
+        "source_key": item.get("source_key"),
+        "size_bytes": item.get("size_bytes"),
+        "started_at": item.get("started_at"),
+        "finished_at": item.get("finished_at"),
+        "attempts": item.get("attempts"),
+        "tokens_added": summary.get("tokens_added"),
+        "tokens_already_known": summary.get("tokens_already_known"),
+        "rows_rejected": summary.get("rows_rejected"),
+        "reason": summary.get("reason"),
+        "report_key": summary.get("report_key"),
+    }

@@ -1,0 +1,263 @@
+"""The whole story on the local stack, driven only through its public faces.
+
+S3 through boto3 at the embedded AWS endpoint, the HTTP API through requests, the devices through the
+Particle simulator's HTTP API. The steps build on each other (one stack per module):
+
+1. an export of 20 tokens for 24 eligible devices: 20 get a Ledger and confirm it, 4 wait;
+2. the same export dropped again changes nothing; a broken zip lands in rejected/ with a report;
+3. a transfer (RMA) moves a token to a replacement device; a revoke sends its holder back to waiting;
+4. a second export tops up every waiting device.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+import requests
+
+from tokenflow.tokens import fingerprint, is_auth_token, token_id
+from tokenflow_local.sample_export import make_export, make_tokens
+from tokenflow_local.stack import LocalStack
+
+pytestmark = pytest.mark.e2e
+
+DEVICES, QUARANTINED = 25, 1
+ELIGIBLE = DEVICES - QUARANTINED
+FIRST, SECOND = 20, 10
+TOKENS = {t.token for t in make_tokens(FIRST, seed=1)} | {t.token for t in make_tokens(SECOND, seed=2)}
+SECRET_RE = re.compile(r"[A-Za-z0-9_-]{32}")
+story: dict[str, str] = {}  # what one step leaves for a later one
+
+
+@pytest.fixture(scope="module")
+def stack():
+    with LocalStack(
+        aws_port=0,
+        api_port=0,
+        particle_port=0,
+        devices=DEVICES,
+        quarantined=QUARANTINED,
+        devices_per_page=10,
+        sweep_interval=1.0,
+        poll_interval=0.2,
+        retry_delay=1,
+        device_interval=0.3,
+        device_first_retry=1.0,
+        device_max_retry=3.0,
+    ) as local:
+        if local.api_url is None:
+            pytest.fail("no HTTP API: tokenflow_local.gateway or functions/api is missing")
+        yield local
+    assert not local.errors, local.errors
+
+
+@pytest.fixture(scope="module")
+def s3(stack: LocalStack):
+    return stack.client("s3")
+
+
+# ---- public faces ---------------------------------------------------------------------------------
+
+
+def api(stack: LocalStack, method: str, path: str, **kwargs: Any) -> requests.Response:
+    assert stack.api_url, "the local stack serves no HTTP API"
+    response = requests.request(method, f"{stack.api_url}{path}", timeout=15, **kwargs)
+    if "json" in response.headers.get("Content-Type", ""):
+        # Invariant 5: no API answer carries an AuthToken (the reveal route is not used here).
+        leaked = set(SECRET_RE.findall(response.text)) & TOKENS
+        assert not leaked, f"{method} {path} revealed a token"
+    return response
+
+
+def summary(stack: LocalStack) -> dict[str, Any]:
+    response = api(stack, "GET", "/summary")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def counts(stack: LocalStack) -> tuple[dict[str, int], dict[str, int]]:
+    data = summary(stack)
+    return data["tokens"], data["devices"]
+
+
+def sim(stack: LocalStack, path: str, method: str = "GET", **kwargs: Any) -> dict[str, Any]:
+    response = requests.request(method, f"{stack.particle_url}/_sim{path}", timeout=10, **kwargs)
+    response.raise_for_status()
+    return response.json()
+
+
+def ledgers(stack: LocalStack) -> dict[str, str]:
+    """device id -> the token in its Ledger."""
+    return {
+        i["device_id"]: i["data"].get("blynk_token")
+        for i in sim(stack, "/ledgers")["instances"]
+        if i["ledger"] == "blynk-tokens-c2d"
+    }
+
+
+def eventually(check, timeout: float = 20.0, what: str = "") -> Any:
+    """Retry ``check`` (an assertion-raising callable) until it passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.25)
+
+
+def drop(s3: Any, stack: LocalStack, key: str, body: bytes) -> None:
+    s3.put_object(Bucket=stack.bucket, Key=key, Body=body)
+
+
+def report_for(s3: Any, stack: LocalStack, source_key: str, prefix: str) -> dict[str, Any]:
+    """The newest report under ``prefix`` whose source is ``source_key`` (AssertionError if none)."""
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith(".report.json"):
+                report = json.loads(s3.get_object(Bucket=stack.bucket, Key=obj["Key"])["Body"].read())
+                if report.get("source_key") == source_key:
+                    found.append((obj["LastModified"], obj["Key"], report))
+    assert found, f"no report for {source_key} under {prefix}"
+    return max(found, key=lambda f: (f[0], f[1]))[2]
+
+
+def incoming_is_empty(s3: Any, stack: LocalStack) -> None:
+    assert s3.list_objects_v2(Bucket=stack.bucket, Prefix="incoming/").get("KeyCount", 0) == 0
+
+
+def eligible_ids(stack: LocalStack) -> list[str]:
+    return [d["id"] for d in sim(stack, "/devices")["devices"] if not d["quarantined"] and not d["denied"]]
+
+
+# ---- the story ------------------------------------------------------------------------------------
+
+
+def test_an_export_gives_devices_their_tokens_and_they_confirm_them(stack, s3):
+    drop(s3, stack, "incoming/first export.zip", make_export(FIRST, seed=1))
+
+    def all_confirmed():
+        tokens, devices = counts(stack)
+        assert devices["confirmed"] == FIRST and devices["waiting"] == ELIGIBLE - FIRST, devices
+        assert tokens["confirmed"] == FIRST and tokens["available"] == 0, tokens
+
+    eventually(all_confirmed, 30)
+    incoming_is_empty(s3, stack)
+    report = report_for(s3, stack, "incoming/first export.zip", "processed/")
+    assert report["status"] == "processed" and report["tokens_added"] == FIRST
+
+    held = ledgers(stack)
+    first_tokens = {t.token for t in make_tokens(FIRST, seed=1)}
+    assert len(held) == FIRST and set(held.values()) == first_tokens  # each token in exactly one Ledger
+    quarantined = next(d["id"] for d in sim(stack, "/devices")["devices"] if d["quarantined"])
+    assert quarantined not in held
+    for device_id, token in list(held.items())[:3]:
+        answer = api(stack, "GET", f"/devices/{device_id}")
+        assert answer.status_code == 200
+        assert answer.json()["state"] == "confirmed"
+        assert fingerprint(token) in answer.text  # the API names tokens by fingerprint only
+
+
+def test_the_api_serves_lookups_labels_and_its_description(stack):
+    device_id = next(iter(ledgers(stack)))
+    qr = api(stack, "GET", f"/devices/{device_id}/qr")
+    assert qr.status_code == 200 and qr.content.startswith(b"\x89PNG")
+    waiting = api(stack, "GET", "/devices", params={"state": "waiting"})
+    assert waiting.status_code == 200 and len(waiting.json()["devices"]) == ELIGIBLE - FIRST
+    imports = api(stack, "GET", "/imports")
+    assert imports.status_code == 200 and "first export.zip" in imports.text
+    assert api(stack, "GET", "/openapi.json").json()["paths"]
+    assert api(stack, "GET", "/summary", headers={"X-Tokenflow-Secret": "x"}).status_code == 200
+
+
+def test_the_webhook_refuses_a_wrong_secret(stack):
+    device_id = next(iter(ledgers(stack)))
+    body = {"event": "tokenflow/status", "data": "v=1;token=none;fw=1;synced=1", "device_id": device_id}
+    answer = api(stack, "POST", "/webhooks/particle", json=body, headers={"X-Tokenflow-Secret": "wrong"})
+    assert answer.status_code in (401, 403)
+    assert api(stack, "GET", f"/devices/{device_id}").json()["state"] == "confirmed"
+
+
+def test_the_same_export_dropped_twice_changes_nothing(stack, s3):
+    before, writes = summary(stack), sim(stack, "/stats")["ledger_writes"]
+    drop(s3, stack, "incoming/first export again.zip", make_export(FIRST, seed=1))
+    report = eventually(lambda: report_for(s3, stack, "incoming/first export again.zip", "processed/"))
+    assert report["status"] == "duplicate"
+    time.sleep(1.5)  # a sweep runs in the meantime
+    after = summary(stack)
+    assert (after["tokens"], after["devices"]) == (before["tokens"], before["devices"])
+    assert sim(stack, "/stats")["ledger_writes"] == writes
+
+
+def test_a_broken_zip_lands_in_rejected_with_a_report(stack, s3):
+    before = summary(stack)
+    drop(s3, stack, "incoming/broken.zip", b"PK\x03\x04 this is not really a zip archive")
+    report = eventually(lambda: report_for(s3, stack, "incoming/broken.zip", "rejected/"))
+    assert report["status"] == "rejected" and report["reason"]
+    assert report["tokens_added"] == 0
+    incoming_is_empty(s3, stack)
+    assert summary(stack)["tokens"] == before["tokens"]
+
+
+def test_a_transfer_moves_a_token_to_a_replacement_device(stack):
+    held = ledgers(stack)
+    old = next(iter(held))
+    new = sim(stack, "/devices", "POST", json={"count": 1})["ids"][0]
+    # No token is available: the sweep finds the replacement and records it as waiting.
+    eventually(lambda: _state_is(stack, new, "waiting"))
+
+    answer = api(stack, "POST", f"/devices/{old}/transfer", json={"to": new})
+    assert answer.status_code in (200, 202), answer.text
+
+    def moved():
+        now_held = ledgers(stack)
+        assert now_held.get(new) == held[old]
+        assert old not in now_held  # the retired device's Ledger instance is gone
+        _state_is(stack, new, "confirmed")
+        _state_is(stack, old, "retired")
+
+    eventually(moved)
+
+
+def test_a_revoked_token_leaves_its_device_waiting_for_a_fresh_one(stack):
+    held = ledgers(stack)
+    device_id = next(d for d in held if d in eligible_ids(stack))
+    revoked = held[device_id]
+    answer = api(stack, "POST", f"/tokens/{token_id(revoked)}/revoke")
+    assert answer.status_code == 200, answer.text
+    _state_is(stack, device_id, "waiting")
+    tokens, _ = counts(stack)
+    assert tokens["revoked"] == 1
+    story.update(revoked_device=device_id, revoked_token=revoked)
+
+
+def test_a_second_export_tops_up_the_waiting_devices(stack, s3):
+    _, devices = counts(stack)
+    waiting = devices["waiting"]
+    assert waiting == ELIGIBLE - FIRST + 1  # + the device whose token was revoked
+    drop(s3, stack, "incoming/second.zip", make_export(SECOND, seed=2))
+
+    def topped_up():
+        tokens, devices = counts(stack)
+        assert devices["waiting"] == 0, devices
+        assert devices["confirmed"] == ELIGIBLE, devices  # the 24 original ones minus the retired + new
+        assert tokens["available"] == SECOND - waiting, tokens
+        assert tokens["revoked"] == 1
+
+    eventually(topped_up, 30)
+    held = ledgers(stack)
+    assert held[story["revoked_device"]] != story["revoked_token"]
+    assert len(set(held.values())) == len(held)  # still one token per device
+    assert all(is_auth_token(t) for t in held.values())
+
+
+def _state_is(stack: LocalStack, device_id: str, state: str) -> None:
+    answer = api(stack, "GET", f"/devices/{device_id}")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == state, answer.json()
