@@ -55,7 +55,11 @@ def lifecycle() -> Lifecycle:
             fleet().store,
             AssignQueue(config.assign_queue_url),
             clock=utc_now,
-            request_sweep=lambda reason: request_sweep(config.sweep_function_name, reason),
+            request_sweep=(
+                (lambda reason: request_sweep(config.sweep_function_name, reason))
+                if config.sweep_function_name
+                else None
+            ),
         )
     return _services["lifecycle"]
 

@@ -126,8 +126,9 @@ class Lifecycle:
         state = item.get("state") if item else None
         if item is None:
             # Not seen yet: the sweep decides (it knows quarantined and denied devices).
-            if self.request_sweep is not None:
-                self.request_sweep("status report from an unknown device")
+            if self.request_sweep is None:
+                return StatusOutcome(device_id, "ignored", None)
+            self.request_sweep("status report from an unknown device")
             return StatusOutcome(device_id, "sweep-requested", None)
         if state == "retired":
             return StatusOutcome(device_id, "ignored", state)

@@ -1,0 +1,501 @@
+"""The operator API and the webhook through their real handlers, with the events in events/api/.
+
+AWS is in-process moto (table from template.yaml, the assign queue, the webhook secret in SSM, the
+exports bucket). Every answer is checked twice: against the OpenAPI description the API generates,
+and for AuthTokens, which no answer but the reveal route may carry.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import boto3
+import jsonschema
+import pytest
+from openapi_spec_validator import validate as validate_spec
+
+from tests.conftest import BUCKET, TABLE
+from tests.support.invariants import check_invariants
+from tokenflow import aws
+from tokenflow.settings import settings
+from tokenflow.store import NewToken, Store
+from tokenflow.tokens import fingerprint, token_id
+from tokenflow_local import lambda_runtime
+from tokenflow_local.sample_export import make_tokens, qr_png
+
+EVENTS = Path(__file__).resolve().parents[2] / "events" / "api"
+SECRET = "webhook-secret-for-tests"
+SECRET_RE = re.compile(r"[A-Za-z0-9_-]{32}")
+NOW = "2026-11-23T10:00:00.000Z"
+
+
+def device(n: int) -> str:
+    return f"e00fce68{n:016x}"
+
+
+class Api:
+    """Calls the handlers as API Gateway does, and checks every answer."""
+
+    def __init__(self, tokens: set[str], spec_holder: dict[str, Any]) -> None:
+        self.tokens = tokens
+        self.spec_holder = spec_holder
+        self.api = lambda_runtime.load_handler("api", fresh=True)
+        self.webhook = lambda_runtime.load_handler("webhook", fresh=True)
+
+    def event(self, fixture: str, method: str | None = None, path: str | None = None, **changes: Any) -> dict:
+        event = copy.deepcopy(json.loads((EVENTS / fixture).read_text()))
+        if method:
+            event["requestContext"]["http"]["method"] = method
+        if path:
+            event["rawPath"] = event["requestContext"]["http"]["path"] = path
+            if "pathParameters" in event:
+                event["pathParameters"] = {"proxy": path.lstrip("/")}
+        if "query" in changes:
+            query = changes.pop("query")
+            event["queryStringParameters"] = query
+            event["rawQueryString"] = "&".join(f"{k}={v}" for k, v in query.items())
+        if "body" in changes:
+            event["body"] = json.dumps(changes.pop("body"))
+        for name, value in changes.pop("headers", {}).items():
+            if value is None:
+                event["headers"].pop(name, None)
+            else:
+                event["headers"][name] = value
+        assert not changes, changes
+        return event
+
+    def call(self, fixture: str, method: str | None = None, path: str | None = None, **changes: Any):
+        event = self.event(fixture, method, path, **changes)
+        module = self.webhook if event["rawPath"] == "/webhooks/particle" else self.api
+        answer = module.lambda_handler(event, lambda_runtime.LambdaContext(function_name="api"))
+        body = answer.get("body") or ""
+        if answer.get("isBase64Encoded"):
+            return answer["statusCode"], base64.b64decode(body), answer
+        if not event["rawPath"].endswith("/token"):
+            leaked = set(SECRET_RE.findall(body)) & self.tokens
+            assert not leaked, f"{event['rawPath']} revealed an AuthToken"
+        if "json" not in answer.get("headers", {}).get("Content-Type", "json"):
+            return answer["statusCode"], body, answer
+        data = json.loads(body) if body else None
+        return answer["statusCode"], data, answer
+
+    def get(self, path: str, **query: Any):
+        query = {k: str(v) for k, v in query.items()}
+        return self.call("get-summary.json", "GET", path, **({"query": query} if query else {}))
+
+    def post(self, path: str, body: Any = None):
+        changes = {"body": body} if body is not None else {}
+        return self.call("post-assign.json", "POST", path, **changes)
+
+    def valid(self, schema_name: str, data: Any) -> None:
+        """The answer matches the response schema the OpenAPI description publishes."""
+        spec = self.spec_holder.setdefault("spec", self.get("/openapi.json")[1])
+        schema = {"$ref": f"#/components/schemas/{schema_name}", "components": spec["components"]}
+        jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator)
+
+
+@pytest.fixture
+def world(dynamodb, s3, monkeypatch):
+    """Table, bucket, queue and secret; 6 tokens with QR images, 3 of them given to devices 1-3."""
+    sqs = boto3.client("sqs")
+    queue_url = sqs.create_queue(QueueName="assign")["QueueUrl"]
+    boto3.client("ssm").put_parameter(Name="/tf/webhook", Value=SECRET, Type="SecureString")
+    monkeypatch.setenv("TABLE_NAME", TABLE)
+    monkeypatch.setenv("EXPORTS_BUCKET", BUCKET)
+    monkeypatch.setenv("ASSIGN_QUEUE_URL", queue_url)
+    monkeypatch.setenv("WEBHOOK_SECRET_PARAM", "/tf/webhook")
+    monkeypatch.setenv("SWEEP_FUNCTION_NAME", "")
+    monkeypatch.setenv("LOW_STOCK_THRESHOLD", "5")
+    settings.cache_clear()
+    aws.reset()
+    _clear_parameter_cache()
+
+    store = Store(TABLE, dynamodb)
+    exported = make_tokens(6, seed=11)
+    store.add_tokens(
+        [
+            NewToken(
+                t.token, t.qr_token, {"Serial Number": f"SN-{n}"}, qr_png(f"{t.qr_token}+org"), row=n + 2
+            )
+            for n, t in enumerate(exported)
+        ],
+        import_id="f" * 64,
+        now=NOW,
+    )
+    given = {}
+    for n in (1, 2, 3):
+        tid, token = store.available_candidates(1)[0]
+        store.claim(device(n), tid, token, None, {"name": f"unit-{n}"}, NOW)
+        store.mark_delivered(device(n), tid, "pending", NOW)
+        given[device(n)] = token
+    store.mark_waiting(device(9), {}, NOW)
+    spec: dict[str, Any] = {}
+    yield {
+        "store": store,
+        "sqs": sqs,
+        "queue": queue_url,
+        "given": given,
+        "exported": exported,
+        "api": Api({t.token for t in exported}, spec),
+    }
+    _clear_parameter_cache()
+
+
+def _clear_parameter_cache() -> None:
+    from aws_lambda_powertools.utilities.parameters import base
+
+    for provider in list(base.DEFAULT_PROVIDERS.values()):
+        provider.clear_cache()
+    base.DEFAULT_PROVIDERS.clear()
+
+
+def queued(world) -> list[dict]:
+    messages = world["sqs"].receive_message(QueueUrl=world["queue"], MaxNumberOfMessages=10)
+    return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+
+
+# ---- description ----------------------------------------------------------------------------------
+
+
+def test_the_openapi_description_is_valid_and_names_every_operator_route(world):
+    status, spec, _ = world["api"].get("/openapi.json")
+    assert status == 200
+    validate_spec(spec)
+    assert set(spec["paths"]) >= {
+        "/summary",
+        "/imports",
+        "/imports/{import_id}",
+        "/devices",
+        "/devices/{device_id}",
+        "/devices/{device_id}/qr",
+        "/devices/{device_id}/token",
+        "/tokens/{token_ref}",
+        "/devices/{device_id}/assign",
+        "/devices/{device_id}/transfer",
+        "/tokens/{token_ref}/revoke",
+    }
+    status, _, answer = world["api"].get("/swagger")
+    assert status == 200 and "swagger" in answer["body"].lower()
+
+
+# ---- reading --------------------------------------------------------------------------------------
+
+
+def test_summary_counts_states_in_exactly_one_read(world):
+    api = world["api"]
+    api.get("/summary")  # builds the handler's store
+    store = api.api._services["fleet"].store
+    store.calls.counts.clear()
+    status, data, _ = api.call("get-summary.json")
+    assert status == 200
+    assert store.calls.counts == {"BatchGetItem": 1}
+    assert data["tokens"] == {"available": 3, "assigned": 0, "delivered": 3, "confirmed": 0, "revoked": 0}
+    assert data["devices"]["delivered"] == 3 and data["devices"]["waiting"] == 1
+    assert data["low_stock"] is True and data["low_stock_threshold"] == 5
+    api.valid("Summary", data)
+
+
+def test_a_device_shows_its_token_masked_with_qr_token_and_timestamps(world):
+    api, device_id = world["api"], device(1)
+    token = world["given"][device_id]
+    status, data, _ = api.call("get-device.json", path=f"/devices/{device_id}")
+    assert status == 200
+    api.valid("Device", data)
+    assert data["state"] == "delivered" and data["name"] == "unit-1"
+    assert data["token"] == {
+        "token_id": token_id(token),
+        "fingerprint": fingerprint(token),
+        "mask": data["token"]["mask"],
+    }
+    assert data["token"]["mask"] == f"{token[:4]}…{token[-4:]}"
+    exported = next(t for t in world["exported"] if t.token == token)
+    assert data["qr_token"] == exported.qr_token
+    assert data["metadata"]["Serial Number"].startswith("SN-")
+    assert data["assigned_at"] == data["delivered_at"] == NOW
+    assert data["attempts"] == 0 and data["last_error"] is None
+
+
+def test_unknown_and_malformed_device_ids_get_clear_errors(world):
+    status, data, _ = world["api"].get(f"/devices/{device(77)}")
+    assert status == 404 and "unknown" in data["message"]
+    status, data, _ = world["api"].get("/devices/NOT-A-DEVICE")
+    assert status == 422 and data["detail"][0]["loc"][-1] == "device_id"
+    status, _, _ = world["api"].get("/no/such/route")
+    assert status == 404
+
+
+def test_devices_page_through_a_thousand_with_cursors(world):
+    store: Store = world["store"]
+    for n in range(1000, 2000):
+        store.mark_waiting(device(n), {}, NOW)
+    api, seen, pages, cursor = world["api"], [], 0, None
+    while True:
+        query = {"state": "waiting", "limit": "100", **({"cursor": cursor} if cursor else {})}
+        status, data, _ = api.call("get-devices-waiting.json", query=query)
+        assert status == 200, data
+        pages += 1
+        seen.extend(d["device_id"] for d in data["devices"])
+        cursor = data["cursor"]
+        if not cursor:
+            break
+    assert len(seen) == len(set(seen)) == 1001  # the 1,000 and device 9
+    assert pages in (11, 12)  # the last full page may leave a cursor to an empty one
+    api.valid("DevicePage", data)
+
+
+def test_devices_of_every_state_in_one_listing(world):
+    api, seen, cursor = world["api"], [], None
+    while True:
+        status, data, _ = api.get("/devices", limit=2, **({"cursor": cursor} if cursor else {}))
+        assert status == 200
+        seen.extend((d["device_id"], d["state"]) for d in data["devices"])
+        cursor = data["cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == sorted([(device(n), "delivered") for n in (1, 2, 3)] + [(device(9), "waiting")])
+
+
+def test_a_forged_or_foreign_cursor_is_refused(world):
+    api = world["api"]
+    for cursor in (
+        "not-base64!",
+        base64.urlsafe_b64encode(b'{"s":"waiting","k":{"pk":{"S":"TOKEN#x"}}}').decode(),
+    ):
+        status, data, _ = api.get("/devices", state="waiting", cursor=cursor)
+        assert status == 400 and "cursor" in data["message"]
+    # a cursor handed out for one state is no good for another
+    for n in range(100, 103):
+        world["store"].mark_waiting(device(n), {}, NOW)
+    _, page, _ = api.get("/devices", state="waiting", limit=1)
+    status, data, _ = api.get("/devices", state="delivered", cursor=page["cursor"])
+    assert status == 400
+
+
+def test_the_qr_label_is_the_stored_png(world):
+    api = world["api"]
+    status, png, answer = api.call("get-device-qr.json", path=f"/devices/{device(2)}/qr")
+    assert status == 200 and answer["headers"]["Content-Type"] == "image/png"
+    token = world["given"][device(2)]
+    exported = next(t for t in world["exported"] if t.token == token)
+    assert png == qr_png(f"{exported.qr_token}+org")
+    status, data, _ = api.get(f"/devices/{device(9)}/qr")
+    assert status == 404 and "holds no token" in data["message"]
+
+
+def test_a_token_is_found_by_qr_token_auth_token_or_id(world):
+    api = world["api"]
+    token = world["given"][device(3)]
+    exported = next(t for t in world["exported"] if t.token == token)
+    for ref in (exported.qr_token, token, token_id(token)):
+        status, data, _ = api.call("get-token-by-qr.json", path=f"/tokens/{ref}")
+        assert status == 200, data
+        assert data["device_id"] == device(3) and data["state"] == "delivered"
+        assert data["fingerprint"] == fingerprint(token)
+        api.valid("Token", data)
+    status, data, _ = api.get("/tokens/sqr_" + "Z" * 32)
+    assert status == 404
+    status, data, _ = api.get("/tokens/" + "!" * 40)
+    assert status == 400 and "expected an AuthToken" in data["message"]
+
+
+def test_the_reveal_route_is_the_one_that_answers_with_the_token(world):
+    status, data, answer = world["api"].call("get-device-token.json", path=f"/devices/{device(1)}/token")
+    assert status == 200
+    assert data == {"device_id": device(1), "token": world["given"][device(1)]}
+    assert answer["headers"]["Cache-Control"] == "no-store"
+    status, _, _ = world["api"].get(f"/devices/{device(9)}/token")
+    assert status == 404
+
+
+def test_imports_list_and_report(world, s3):
+    store: Store = world["store"]
+    report = {"status": "processed", "problems": [{"row": 4, "reason": "bad token", "value": "xw7I…FAVl"}]}
+    s3.put_object(Bucket=BUCKET, Key="processed/2026-11-23/x.report.json", Body=json.dumps(report))
+    sha = "a" * 64
+    store.begin_import(sha, "incoming/my export.zip", 1234, NOW)
+    store.finish_import(
+        sha,
+        {
+            "status": "processed",
+            "source_key": "incoming/my export.zip",
+            "tokens_added": 6,
+            "report_key": "processed/2026-11-23/x.report.json",
+        },
+        NOW,
+    )
+    api = world["api"]
+    status, data, _ = api.call("get-imports.json")
+    assert status == 200 and data["imports"][0]["source_key"] == "incoming/my export.zip"
+    api.valid("ImportList", data)
+    status, data, _ = api.get(f"/imports/{sha}")
+    assert status == 200 and data["tokens_added"] == 6
+    assert data["report"]["problems"][0]["row"] == 4
+    assert api.get(f"/imports/{'b' * 64}")[0] == 404
+    assert api.get("/imports/nothex")[0] == 422
+
+
+# ---- acting ---------------------------------------------------------------------------------------
+
+
+def test_assign_now_queues_the_device(world):
+    status, data, _ = world["api"].call("post-assign.json", path=f"/devices/{device(9)}/assign")
+    assert status == 202 and data == {
+        "device_id": device(9),
+        "state": "waiting",
+        "queued": True,
+        "sweep_requested": False,
+    }
+    assert [(m["device_id"], m["reason"]) for m in queued(world)] == [(device(9), "manual")]
+    status, data, _ = world["api"].post(f"/devices/{device(50)}/assign")
+    assert status == 404 and "sweep" in data["message"]
+
+
+def test_transfer_moves_the_token_and_keeps_the_invariants(world):
+    store, api = world["store"], world["api"]
+    before = check_invariants(store)
+    token = world["given"][device(1)]
+    status, data, _ = api.call(
+        "post-transfer.json", path=f"/devices/{device(1)}/transfer", body={"to": device(40)}
+    )
+    assert status == 202, data
+    api.valid("TransferAnswer", data)
+    assert data["from"] == device(1) and data["to"] == device(40)
+    assert data["token"]["token_id"] == token_id(token)
+    old, new = store.get_device(device(1)), store.get_device(device(40))
+    assert old["state"] == "retired" and "token_id" not in old and old["transferred_to"] == device(40)
+    assert new["state"] == "pending" and new["token_id"] == token_id(token)
+    assert [(m["device_id"], m.get("previous_device")) for m in queued(world)] == [(device(40), device(1))]
+    after = check_invariants(store)
+    # The token moved and waits for the new device's Ledger write: none was added or freed.
+    assert after["tokens"]["available"] == before["tokens"]["available"]
+    assert after["tokens"]["assigned"] == before["tokens"].get("assigned", 0) + 1
+    assert after["devices"]["retired"] == 1 and after["devices"]["pending"] == 1
+    assert [e["event"] for e in store.history(token_id(token))] == ["transferred"]
+
+
+def test_transfer_refusals(world):
+    api = world["api"]
+    status, data, _ = api.post(f"/devices/{device(1)}/transfer", {"to": device(1)})
+    assert status == 400 and "itself" in data["message"]
+    status, data, _ = api.post(f"/devices/{device(9)}/transfer", {"to": device(41)})
+    assert status == 409 and "holds no token" in data["message"]
+    status, data, _ = api.post(f"/devices/{device(1)}/transfer", {"to": device(2)})
+    assert status == 409 and "already holds a token" in data["message"]
+    status, data, _ = api.post(f"/devices/{device(1)}/transfer", {"to": "nope"})
+    assert status == 422
+    status, data, _ = api.post(f"/devices/{device(1)}/transfer", {"too": device(41)})
+    assert status == 422
+    assert not queued(world)
+
+
+def test_revoke_frees_the_device_for_a_fresh_token(world):
+    store, api = world["store"], world["api"]
+    token = world["given"][device(2)]
+    status, data, _ = api.call("post-revoke.json", path=f"/tokens/{token_id(token)}/revoke")
+    assert status == 200, data
+    api.valid("RevokeAnswer", data)
+    assert data["state"] == "revoked" and data["device_id"] == device(2) and data["device_requeued"]
+    assert store.get_device(device(2))["state"] == "waiting"
+    assert store.get_token(token_id(token))["state"] == "revoked"
+    assert [(m["device_id"], m["reason"]) for m in queued(world)] == [(device(2), "revoked")]
+    counts = check_invariants(store)
+    assert counts["tokens"]["revoked"] == 1
+    # again: nothing changes, nothing is queued
+    status, data, _ = api.post(f"/tokens/{token_id(token)}/revoke")
+    assert status == 200 and data["already_revoked"] and not data["device_requeued"]
+    assert check_invariants(store) == counts
+    assert api.post(f"/tokens/{'c' * 64}/revoke")[0] == 404
+
+
+# ---- the webhook ----------------------------------------------------------------------------------
+
+
+def status_body(device_id: str, token: str | None, synced: int = 1) -> dict[str, Any]:
+    value = fingerprint(token) if token else "none"
+    return {
+        "event": "tokenflow/status",
+        "data": f"v=1;token={value};fw=1.0.0;synced={synced}",
+        "device_id": device_id,
+        "published_at": NOW,
+    }
+
+
+def hook(world, body: Any, secret: str | None = SECRET):
+    return world["api"].call("post-webhook-status.json", body=body, headers={"x-tokenflow-secret": secret})
+
+
+def test_the_webhook_refuses_a_missing_or_wrong_secret_and_changes_nothing(world):
+    store = world["store"]
+    before = check_invariants(store)
+    body = status_body(device(1), world["given"][device(1)])
+    for secret in (None, "", "wrong", SECRET + "x"):
+        status, data, _ = hook(world, body, secret)
+        assert status == 401, (secret, data)
+    assert check_invariants(store) == before
+    assert store.get_device(device(1))["state"] == "delivered"
+    assert not queued(world)
+
+
+def test_a_matching_fingerprint_confirms_once(world):
+    store = world["store"]
+    body = status_body(device(1), world["given"][device(1)])
+    status, data, _ = hook(world, body)
+    assert (status, data["action"], data["state"]) == (200, "confirmed", "confirmed")
+    counts = check_invariants(store)
+    assert counts["devices"]["confirmed"] == 1 and counts["tokens"]["confirmed"] == 1
+    status, data, _ = hook(world, body)  # Particle retries: same answer, nothing changes
+    assert (status, data["action"]) == (200, "already-confirmed")
+    assert check_invariants(store) == counts
+
+
+def test_another_fingerprint_flags_the_device_and_redelivers(world):
+    store = world["store"]
+    wrong = world["given"][device(2)]
+    status, data, _ = hook(world, status_body(device(1), wrong))
+    assert (status, data["action"]) == (200, "redeliver")
+    item = store.get_device(device(1))
+    assert item["reported_fp"] == fingerprint(wrong) and item["mismatch_at"]
+    assert [(m["device_id"], m["reason"]) for m in queued(world)] == [(device(1), "redeliver")]
+
+
+def test_a_device_without_a_token_is_queued_only_when_one_is_available(world):
+    status, data, _ = hook(world, status_body(device(9), None, synced=0))
+    assert (status, data["action"]) == (200, "queued")
+    assert [m["device_id"] for m in queued(world)] == [device(9)]
+    # a delivered device that has not synced its Ledger yet: wait for the report after the sync
+    status, data, _ = hook(world, status_body(device(1), None, synced=0))
+    assert data["action"] == "awaiting-sync" and not queued(world)
+
+
+def test_a_waiting_device_costs_no_message_while_no_token_is_left(world):
+    store = world["store"]
+    for n in (4, 5, 6):
+        tid, token = store.available_candidates(1)[0]
+        store.claim(device(n), tid, token, None, {}, NOW)
+    status, data, _ = hook(world, status_body(device(9), None))
+    assert (status, data["action"]) == (200, "waiting")
+    assert not queued(world)
+
+
+def test_unusable_webhook_bodies_get_400(world):
+    for body in (
+        "not json",
+        [],
+        {"event": "tokenflow/status", "data": "v=2;token=none", "device_id": device(1)},
+    ):
+        status, data, _ = hook(world, body)
+        assert status == 400 and data["message"]
+    status, data, _ = hook(world, {**status_body(device(1), None), "device_id": "E00"})
+    assert status == 400 and "device_id" in data["message"]
+
+
+def test_the_webhook_fixture_is_accepted_with_the_configured_secret(world):
+    event = world["api"].event("post-webhook-status.json", headers={"x-tokenflow-secret": SECRET})
+    answer = world["api"].webhook.lambda_handler(event, lambda_runtime.LambdaContext(function_name="webhook"))
+    assert answer["statusCode"] == 200  # an unknown device, no sweep configured: ignored
+    assert json.loads(answer["body"])["action"] == "ignored"
