@@ -1,4 +1,5 @@
-"""Two speed-ups for moto's DynamoDB: item-level transaction rollback and fast scalar comparisons.
+"""Three speed-ups for moto's DynamoDB: item-level transaction rollback, fast scalar comparisons and
+index queries with a range condition that look at the first matching items only.
 
 moto backs up a whole table (``copy.deepcopy``) before every TransactWriteItems so that it can roll
 back a cancelled one: the cost of a transaction grows with the table, and importing 100,000 tokens
@@ -9,17 +10,25 @@ nothing but moto, and only in processes that call ``install()`` (tests, the loca
 moto also compares attribute values (index queries filter and sort every item of the table) through
 ``DynamoType.cast_value``, a chain of type tests per comparison: a query on a table of a few
 thousand items took 130 ms. Scalars (S, B, N, BOOL) now take a short path with the same result.
+
+And moto answers an index query with a range condition (``apk = :p AND ask >= :s``, how the assign
+workers find a free token) by sorting the whole partition and measuring the size of every item it
+skips on the way to the first match: a claim cost grows with the token stock. The query now sees
+only the ``Limit + 1`` first items that match both conditions, picked with a heap; moto's own code
+then sorts, limits (``LastEvaluatedKey`` included), filters and projects them as before.
 """
 
 from __future__ import annotations
 
 import copy
+import heapq
+import threading
 from decimal import Decimal
 from typing import Any
 
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
-from moto.dynamodb.models.table import Table
+from moto.dynamodb.models.table import Item, Table
 
 _installed = False
 
@@ -76,6 +85,7 @@ def install() -> None:
 
     models.copy = _TableSharingCopy  # type: ignore[assignment]
     _fast_comparisons()
+    _fast_range_queries()
     DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
     _installed = True
 
@@ -98,3 +108,82 @@ def _fast_comparisons() -> None:
     DynamoType.__le__ = lambda self, other: cast(self) <= cast(other)  # type: ignore[method-assign]
     DynamoType.__gt__ = lambda self, other: cast(self) > cast(other)  # type: ignore[method-assign]
     DynamoType.__ge__ = lambda self, other: cast(self) >= cast(other)  # type: ignore[method-assign]
+
+
+_query_items = threading.local()
+
+
+def _fast_range_queries() -> None:
+    original_query = Table.query
+    original_all_items = Table.all_items
+
+    def all_items(self: Table) -> Any:
+        chosen = getattr(_query_items, "items", None)
+        if chosen is not None and getattr(_query_items, "table", None) is self:
+            return iter(chosen)
+        return original_all_items(self)
+
+    def query(self: Table, *args: Any, **kwargs: Any) -> Any:
+        chosen = _first_matches(self, original_all_items, *args, **kwargs)
+        if chosen is None:
+            return original_query(self, *args, **kwargs)
+        _query_items.table, _query_items.items = self, chosen
+        try:
+            return original_query(self, *args, **kwargs)
+        finally:
+            _query_items.table = _query_items.items = None
+
+    Table.all_items = all_items  # type: ignore[method-assign]
+    Table.query = query  # type: ignore[method-assign]
+
+
+def _first_matches(
+    table: Table,
+    all_items: Any,
+    hash_key: Any,
+    range_comparison: str | None,
+    range_objs: Any,
+    limit: int | None,
+    exclusive_start_key: Any,
+    scan_index_forward: bool,
+    projection_expressions: Any,
+    index_name: str | None = None,
+    consistent_read: bool = False,
+    filter_expression: Any = None,
+    hash_key_conditions: list | None = None,
+    range_key_conditions: list | None = None,
+    **_: Any,
+) -> list[Item] | None:
+    """The ``limit + 1`` first items of an ascending, unpaged index query with one hash and one range
+    condition; None for every other query (moto answers it unchanged)."""
+    if not (index_name and limit and scan_index_forward and not exclusive_start_key):
+        return None
+    if len(hash_key_conditions or []) != 1 or len(range_key_conditions or []) != 1:
+        return None
+    index = next((i for i in table.all_indexes() if i.name == index_name), None)
+    if index is None:
+        return None
+    schema = {k["KeyType"]: k["AttributeName"] for k in index.schema}
+    hash_name, hash_value = hash_key_conditions[0]  # type: ignore[index]
+    range_name, comparison, values = range_key_conditions[0]  # type: ignore[index]
+    if len(index.schema) != 2 or schema.get("HASH") != hash_name or schema.get("RANGE") != range_name:
+        return None
+    table_keys = [k for k in (table.hash_key_attr, table.range_key_attr) if k]
+    wanted_type, wanted = hash_value.type, hash_value.value
+    if wanted_type not in ("S", "B"):  # numbers compare by value, not by their text: moto's way
+        return None
+    matching = []
+    for item in all_items(table):
+        value = item.attrs.get(hash_name)
+        # Equal raw values of the same type are equal S or B keys.
+        if value is None or value.value != wanted or value.type != wanted_type:
+            continue
+        attrs = item.attrs
+        sort_value = attrs.get(range_name)
+        if sort_value is not None and sort_value.compare(comparison, values):
+            matching.append(item)
+    return heapq.nsmallest(
+        limit + 1,  # type: ignore[operator]
+        matching,
+        key=lambda item: (item.attrs[range_name], *(item.attrs[k] for k in table_keys)),
+    )

@@ -1,0 +1,409 @@
+"""The ``tokenflow`` command line against the local stack: S3 upload, the HTTP API, the label PDF.
+
+``main([...])`` runs in-process with the stack's API URL, bucket and AWS endpoint; requests go over
+real HTTP to the local gateway. A spy on the gateway's router records which paths arrived, so the
+tests can tell that an AuthToken never travelled in a URL. The steps build on each other (one stack).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from botocore.credentials import Credentials
+
+from tokenflow.tokens import token_id
+from tokenflow_cli.client import CliError, sign_headers, token_ref_for_url
+from tokenflow_cli.main import main
+from tokenflow_local.sample_export import csv_text, make_export, make_tokens
+from tokenflow_local.stack import LocalStack
+
+pytestmark = pytest.mark.e2e
+
+DEVICES, QUARANTINED = 25, 1
+ELIGIBLE = DEVICES - QUARANTINED
+TOKENS = 20
+SAMPLE = {t.token: t for t in make_tokens(TOKENS, seed=1)}
+UNKNOWN_DEVICE = "0" * 24
+
+
+@pytest.fixture(scope="module")
+def stack():
+    with LocalStack(
+        aws_port=0,
+        api_port=0,
+        particle_port=0,
+        devices=DEVICES,
+        quarantined=QUARANTINED,
+        devices_per_page=10,
+        sweep_interval=1.0,
+        poll_interval=0.2,
+        retry_delay=1,
+        device_interval=0.3,
+        device_first_retry=1.0,
+        device_max_retry=3.0,
+    ) as local:
+        if local.api_url is None:
+            pytest.fail("no HTTP API: tokenflow_local.gateway or functions/api is missing")
+        yield local
+    assert not local.errors, local.errors
+
+
+def tokenflow(*argv: str) -> tuple[int, str, str]:
+    """``main(argv)``: (exit status, stdout, stderr).
+
+    The stack's functions run in this process and print their logs and metrics to sys.stdout from
+    their own threads, so capsys would mix them in; main writes to the streams it is given instead.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    code = main(list(argv), stdout=out, stderr=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def cli(stack: LocalStack) -> Callable[..., tuple[int, str, str]]:
+    """Run ``tokenflow`` against the stack."""
+
+    def run(*argv: str, sign: bool = False) -> tuple[int, str, str]:
+        assert stack.api_url
+        options = ["--api-url", stack.api_url, "--bucket", stack.bucket, "--aws-endpoint", stack.aws_url]
+        if not sign:
+            options.append("--no-sign")
+        return tokenflow(*options, *argv)
+
+    return run
+
+
+@pytest.fixture
+def arrived(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict[str, str]]]:
+    """(method, path, headers) of every request the gateway routes during the test."""
+    seen: list[tuple[str, str, dict[str, str]]] = []
+    gateway = stack.gateway
+    route, invoke = gateway.route, gateway.invoke
+
+    def spy_route(method: str, path: str) -> Any:
+        seen.append((method, path, {}))
+        return route(method, path)
+
+    def spy_invoke(matched: Any, event: dict[str, Any]) -> Any:
+        seen[-1][2].update(event.get("headers") or {})
+        return invoke(matched, event)
+
+    monkeypatch.setattr(gateway, "route", spy_route)
+    monkeypatch.setattr(gateway, "invoke", spy_invoke)
+    return seen
+
+
+def json_of(cli: Callable[..., tuple[int, str, str]], *argv: str) -> Any:
+    code, out, err = cli("--json", *argv)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return check()
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.25)
+
+
+def held_tokens(stack: LocalStack) -> dict[str, str]:
+    """device id -> the AuthToken in its Ledger, from the Particle simulator."""
+    answer = requests.get(f"{stack.particle_url}/_sim/ledgers", timeout=10)
+    answer.raise_for_status()
+    return {
+        i["device_id"]: i["data"].get("blynk_token")
+        for i in answer.json()["instances"]
+        if i["ledger"] == "blynk-tokens-c2d"
+    }
+
+
+def one_line_error(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tokenflow: "), err
+    return lines[0]
+
+
+# ---- signing, without a stack -------------------------------------------------------------------
+
+
+def test_requests_are_signed_with_sigv4_for_execute_api():
+    credentials = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "session-token")
+    url = "https://abc123.execute-api.eu-west-1.amazonaws.com/devices?state=confirmed&limit=5"
+    headers = sign_headers("GET", url, None, credentials, "eu-west-1", {"Accept": "application/json"})
+
+    stamp = headers["X-Amz-Date"]
+    assert re.fullmatch(r"\d{8}T\d{6}Z", stamp)
+    auth = headers["Authorization"]
+    assert auth.startswith(
+        f"AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/{stamp[:8]}/eu-west-1/execute-api/aws4_request"
+    )
+    signed = re.search(r"SignedHeaders=([^,]+)", auth)
+    assert signed and {"host", "x-amz-date", "x-amz-security-token"} <= set(signed.group(1).split(";"))
+    assert re.search(r"Signature=[0-9a-f]{64}$", auth)
+    assert headers["X-Amz-Security-Token"] == "session-token"
+    assert headers["Accept"] == "application/json"
+
+
+def test_an_auth_token_is_replaced_by_its_hash_in_urls():
+    token = next(iter(SAMPLE))
+    qr = SAMPLE[token].qr_token
+    assert token_ref_for_url(token) == token_id(token)
+    assert token_ref_for_url(qr) == qr
+    assert token_ref_for_url(token_id(token)) == token_id(token)
+    with pytest.raises(CliError):
+        token_ref_for_url("not-a-token")
+
+
+# ---- against the stack --------------------------------------------------------------------------
+
+
+def test_upload_waits_for_the_import_and_reports_it(stack, cli, tmp_path: Path):
+    export = tmp_path / "first export.zip"
+    export.write_bytes(make_export(TOKENS, seed=1))
+
+    code, out, err = cli("upload", str(export), "--timeout", "60")
+
+    assert code == 0, err
+    assert "upload first export.zip: 100%" in err
+    assert re.search(r"^status\s+processed$", out, re.M), out
+    assert re.search(r"^tokens added\s+20$", out, re.M), out
+    assert re.search(r"^rows rejected\s+0$", out, re.M), out
+
+    def all_confirmed():
+        devices = json_of(cli, "summary")["devices"]
+        assert devices["confirmed"] == TOKENS and devices["waiting"] == ELIGIBLE - TOKENS, devices
+
+    eventually(all_confirmed)
+
+
+def test_upload_of_a_missing_file_fails_in_one_line(cli, tmp_path: Path):
+    code, out, err = cli("upload", str(tmp_path / "nope.zip"))
+    assert code == 1 and out == ""
+    assert "no such file" in one_line_error(err) and "nope.zip" in err
+
+
+def test_summary_as_a_table_and_as_json(cli):
+    code, out, err = cli("summary")
+    assert code == 0, err
+    assert re.search(r"^\s+confirmed\s+20$", out, re.M), out
+    assert re.search(r"^LOW STOCK\s+(yes|no)", out, re.M)
+    assert "incoming/first export.zip" in out and "processed" in out
+
+    data = json_of(cli, "summary")
+    assert data["tokens"]["confirmed"] == TOKENS and data["tokens"]["available"] == 0
+    assert data["recent_imports"][0]["tokens_added"] == TOKENS
+
+
+def test_devices_follows_the_cursor_across_pages(cli, arrived):
+    data = json_of(cli, "devices", "--state", "confirmed", "--page-size", "3")
+    ids = [d["device_id"] for d in data["devices"]]
+    assert len(ids) == TOKENS == len(set(ids))
+    assert {d["state"] for d in data["devices"]} == {"confirmed"}
+    assert data["cursor"] is None
+    lists = [path for method, path, _ in arrived if path == "/devices"]
+    assert len(lists) == 7  # ceil(20 / 3) pages, each after the previous one's cursor
+
+    limited = json_of(cli, "devices", "--state", "confirmed", "--limit", "5", "--page-size", "2")
+    assert [d["device_id"] for d in limited["devices"]] == ids[:5]
+    assert limited["cursor"]  # stopped early: more to read
+
+    code, out, err = cli("devices", "--state", "confirmed")
+    assert code == 0, err
+    rows = out.splitlines()
+    assert rows[0].split()[:4] == ["DEVICE", "STATE", "TOKEN", "FINGERPRINT"]
+    assert {row.split()[0] for row in rows[1:]} == set(ids)
+    assert "20 devices" in err
+
+
+def test_find_sends_the_hash_of_an_auth_token_never_the_token(stack, cli, arrived):
+    device_id, token = next(iter(held_tokens(stack).items()))
+
+    code, out, err = cli("find", token)
+    assert code == 0, err
+    assert re.search(rf"^device\s+{device_id}$", out, re.M), out
+    assert re.search(rf"^token id\s+{token_id(token)}$", out, re.M)
+    assert token not in out + err
+    paths = [path for _, path, _ in arrived]
+    assert f"/tokens/{token_id(token)}" in paths
+    assert not any(token in path for path in paths)
+
+    answer = json_of(cli, "device", token)  # a device by a token it holds
+    assert answer["device_id"] == device_id
+    assert answer["qr_token"] == SAMPLE[token].qr_token
+    assert token not in json.dumps(answer)
+
+
+def test_reveal_prints_only_the_token(stack, cli):
+    device_id, token = next(iter(held_tokens(stack).items()))
+    code, out, err = cli("reveal", device_id)
+    assert code == 0, err
+    assert out == f"{token}\n"
+
+
+def test_labels_writes_one_qr_image_per_delivered_or_confirmed_device(cli, tmp_path: Path):
+    pdf = tmp_path / "labels.pdf"
+    code, out, err = cli("labels", "-o", str(pdf))
+    assert code == 0, err
+    assert "labels: 20/20" in err
+    assert f"wrote 20 labels to {pdf}" in out
+
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF")
+    assert len(re.findall(rb"/Type /Page\b", data)) == 1  # 20 labels fit one 3 x 8 sheet
+    assert len(re.findall(rb"/Subtype /Image", data)) == TOKENS  # every QR differs: no image shared
+    text = b"".join(_inflate(s) for s in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S))
+    for device in json_of(cli, "devices", "--state", "confirmed")["devices"]:
+        assert f"({device['device_id']}) Tj".encode() in text
+        assert f"(SN {device['serial_number']}) Tj".encode() in text
+
+
+def _inflate(stream: bytes) -> bytes:
+    try:
+        return zlib.decompress(stream)
+    except zlib.error:  # an image stream, not a page's content
+        return b""
+
+
+def test_transfer_and_revoke_change_the_devices_state(stack, cli):
+    held = held_tokens(stack)
+    old, moved_token = next(iter(held.items()))
+    waiting = json_of(cli, "devices", "--state", "waiting")["devices"]
+    new = waiting[0]["device_id"]
+
+    code, out, err = cli("transfer", old, new)
+    assert code == 0, err
+    assert f"from {old} (retired) to {new} (pending)" in out
+
+    def moved():
+        assert json_of(cli, "device", old)["state"] == "retired"
+        replacement = json_of(cli, "device", new)
+        assert replacement["state"] == "confirmed"
+        assert replacement["token"]["token_id"] == token_id(moved_token)
+
+    eventually(moved)
+
+    holder, revoked = next((d, t) for d, t in held_tokens(stack).items() if d not in (old, new))
+    code, out, err = cli("revoke", SAMPLE[revoked].qr_token)
+    assert code == 0, err
+    assert f"device {holder} back to waiting" in out
+    assert revoked not in out
+
+    def back_to_waiting():
+        device = json_of(cli, "device", holder)
+        assert device["state"] == "waiting" and device["token"] is None, device
+
+    eventually(back_to_waiting)
+    assert json_of(cli, "find", revoked)["state"] == "revoked"
+
+
+def test_an_unknown_device_is_one_line_on_stderr(cli):
+    code, out, err = cli("device", UNKNOWN_DEVICE)
+    assert code == 1 and out == ""
+    line = one_line_error(err)
+    assert f"device {UNKNOWN_DEVICE} is unknown" in line and "404" in line
+
+    code, _, err = cli("reveal", "not-a-device")
+    assert code == 1 and "not a device id" in one_line_error(err)
+
+
+def test_an_unreachable_api_is_one_line_on_stderr(stack):
+    code, _, err = tokenflow("--api-url", "http://127.0.0.1:9", "--no-sign", "summary")
+    assert code == 1 and "cannot reach the API" in one_line_error(err)
+
+
+def test_signed_requests_reach_the_api_with_sigv4_headers(cli, arrived):
+    # The stack exports its (dummy) credentials and region, as a user's shell would hold real ones.
+    code, _, err = cli("summary", sign=True)
+    assert code == 0, err
+    headers = next(h for _, path, h in arrived if path == "/summary")
+    assert re.match(
+        r"AWS4-HMAC-SHA256 Credential=tokenflow-local/\d{8}/us-east-1/execute-api/aws4_request, ",
+        headers["authorization"],
+    )
+    assert "x-amz-date" in headers
+
+
+def test_a_bare_csv_gives_tokens_without_qr_images_and_labels_skip_them(stack, cli, tmp_path: Path):
+    waiting = json_of(cli, "summary")["devices"]["waiting"]
+    export = tmp_path / "top-up.CSV"  # the key gets a lower-case suffix, which the S3 filter needs
+    export.write_text(csv_text(make_tokens(waiting, seed=2)))
+    code, out, err = cli("upload", str(export), "--timeout", "60")
+    assert code == 0, err
+    assert re.search(rf"^tokens added\s+{waiting}$", out, re.M), out
+    assert re.search(r"^file\s+incoming/top-up\.csv$", out, re.M), out
+
+    def topped_up():
+        devices = json_of(cli, "summary")["devices"]
+        assert devices["waiting"] == 0 and devices["delivered"] == 0, devices
+
+    eventually(topped_up)
+    confirmed = json_of(cli, "summary")["devices"]["confirmed"]
+
+    result = json_of(cli, "labels", "-o", str(tmp_path / "labels.pdf"))
+    assert result == {
+        "file": str(tmp_path / "labels.pdf"),
+        "labels": confirmed - waiting,
+        "skipped_without_qr": waiting,
+    }
+    data = (tmp_path / "labels.pdf").read_bytes()
+    assert len(re.findall(rb"/Subtype /Image", data)) == confirmed - waiting
+
+
+def test_uploading_the_same_file_again_reports_the_first_import(cli, tmp_path: Path):
+    export = tmp_path / "again.zip"
+    export.write_bytes(make_export(TOKENS, seed=1))
+    code, out, err = cli("upload", str(export), "--timeout", "30")
+    assert code == 0, err
+    assert "imported before as incoming/first export.zip" in err
+    assert re.search(r"^file\s+incoming/first export\.zip$", out, re.M), out
+
+
+def test_the_api_url_and_bucket_come_from_the_stack_outputs(stack, cli):
+    cloudformation = stack.client("cloudformation")
+    template = {
+        "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+        "Outputs": {
+            "ApiUrl": {"Value": stack.api_url},
+            "ExportsBucketName": {"Value": stack.bucket},
+        },
+    }
+    cloudformation.create_stack(StackName="tokenflow-cli", TemplateBody=json.dumps(template))
+    cloudformation.create_stack(
+        StackName="tokenflow-bare", TemplateBody=json.dumps({"Resources": template["Resources"]})
+    )
+    aws = ["--aws-endpoint", stack.aws_url, "--no-sign", "--json"]
+
+    code, out, err = tokenflow(*aws, "--stack", "tokenflow-cli", "summary")
+    assert code == 0, err
+    assert set(json.loads(out)) >= {"tokens", "devices", "low_stock"}
+
+    code, _, err = tokenflow(*aws, "--stack", "tokenflow-bare", "summary")
+    assert code == 1 and "stack tokenflow-bare has no output ApiUrl" in one_line_error(err)
+
+    code, _, err = tokenflow(*aws, "--stack", "no-such-stack", "summary")
+    assert code == 1 and "no-such-stack" in one_line_error(err)
+
+
+def test_missing_credentials_are_one_line_on_stderr(monkeypatch, tmp_path: Path):
+    # A named profile without keys: botocore then ignores the key variables the stack's threads use.
+    config = tmp_path / "config"
+    config.write_text("[profile keyless]\nregion = eu-west-1\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    code, out, err = tokenflow("--api-url", "http://127.0.0.1:9", "--profile", "keyless", "summary")
+    assert code == 1 and out == ""
+    assert "no AWS credentials" in one_line_error(err)
