@@ -499,3 +499,25 @@ def test_the_webhook_fixture_is_accepted_with_the_configured_secret(world):
     answer = world["api"].webhook.lambda_handler(event, lambda_runtime.LambdaContext(function_name="webhook"))
     assert answer["statusCode"] == 200  # an unknown device, no sweep configured: ignored
     assert json.loads(answer["body"])["action"] == "ignored"
+
+
+def test_the_particle_status_integration_body_confirms_through_the_webhook(world):
+    """The firmware's integration template, rendered as Particle renders it, with its secret header."""
+    from tests.unit.test_firmware_contract import load_integration, render
+
+    hook_template = load_integration("tokenflow-status.json")
+    token = world["given"][device(3)]
+    body = render(
+        hook_template["json"],
+        {
+            "PARTICLE_EVENT_NAME": hook_template["event"],
+            "PARTICLE_EVENT_VALUE": f"v=1;token={fingerprint(token)};fw=1.0.0;synced=1",
+            "PARTICLE_DEVICE_ID": device(3),
+            "PARTICLE_PUBLISHED_AT": NOW,
+        },
+    )
+    (header,) = hook_template["headers"]
+    headers = {header.lower(): SECRET}
+    status, data, _ = world["api"].call("post-webhook-status.json", body=body, headers=headers)
+    assert (status, data["action"]) == (200, "confirmed")
+    assert world["store"].get_device(device(3))["state"] == "confirmed"
