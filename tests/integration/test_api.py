@@ -521,3 +521,19 @@ def test_the_particle_status_integration_body_confirms_through_the_webhook(world
     status, data, _ = world["api"].call("post-webhook-status.json", body=body, headers=headers)
     assert (status, data["action"]) == (200, "confirmed")
     assert world["store"].get_device(device(3))["state"] == "confirmed"
+
+
+def test_a_report_older_than_the_confirmation_changes_nothing(world):
+    store = world["store"]
+    token = world["given"][device(1)]
+    later = {**status_body(device(1), token), "published_at": "2026-11-23T10:05:00.000Z"}
+    assert hook(world, later)[1]["action"] == "confirmed"
+    counts = check_invariants(store)
+    # Particle delivers an earlier "no token yet" report last: it is out of date, not a lost token.
+    earlier = {**status_body(device(1), None), "published_at": "2026-11-23T09:59:00.000Z"}
+    status, data, _ = hook(world, earlier)
+    assert (status, data["action"], data["state"]) == (200, "stale", "confirmed")
+    assert check_invariants(store) == counts and not queued(world)
+    # the same report published after the confirmation is a device that lost its token
+    lost = {**status_body(device(1), None), "published_at": "2099-01-01T00:00:00.000Z"}
+    assert hook(world, lost)[1]["action"] == "redeliver"

@@ -29,7 +29,8 @@ class Conflict(Exception):
 @dataclass(frozen=True)
 class StatusOutcome:
     device_id: str
-    # confirmed, already-confirmed, queued, redeliver, waiting, awaiting-sync, sweep-requested, ignored
+    # confirmed, already-confirmed, queued, redeliver, waiting, awaiting-sync, stale, sweep-requested,
+    # ignored
     action: str
     state: str | None
 
@@ -137,6 +138,9 @@ class Lifecycle:
         expected = item.get("token_fp")
         if status.has_token and status.fingerprint == expected:
             return self._holds_its_token(device_id, item)
+        if state in ("delivered", "confirmed") and _older_than_last_write(status, item):
+            # Out of order: the device said this before its current token was written or confirmed.
+            return StatusOutcome(device_id, "stale", state)
         if state in ("delivered", "confirmed") and status.synced is False:
             # It has not synced its Ledger since it connected: the report after the sync will tell.
             return StatusOutcome(device_id, "awaiting-sync", state)
@@ -177,3 +181,12 @@ class Lifecycle:
             self._enqueue(AssignRequest(device_id, "waiting", reason="webhook"))
             return StatusOutcome(device_id, "queued", "waiting")
         return StatusOutcome(device_id, "waiting", "waiting")
+
+
+def _older_than_last_write(status: DeviceStatus, item: dict[str, Any]) -> bool:
+    """Published before the device's token was last written or confirmed (Particle's clock and ours
+    are both UTC ISO 8601, which compare as text)."""
+    if not status.published_at:
+        return False
+    last = max(item.get(k) or "" for k in ("delivered_at", "redelivered_at", "confirmed_at"))
+    return bool(last) and status.published_at < last
