@@ -167,7 +167,7 @@ class ParticleClient:
         # keeps to by itself (a sliding window, as the cloud counts), and a pause that a 429's
         # Retry-After imposes on all threads at once, so they do not each run into the limit.
         self.rate_limit = rate_limit
-        self._sent_at: deque[float] = deque(maxlen=rate_limit[0] if rate_limit else 1)
+        self._sent_at: deque[list[float]] = deque(maxlen=rate_limit[0] if rate_limit else 1)
         self._paused_until = 0.0
 
     @classmethod
@@ -249,6 +249,7 @@ class ParticleClient:
 
         Each request books its send time under the lock and then sleeps outside it, so threads
         queue up in order without holding the lock while they wait."""
+        slot = [0.0]
         with self._lock:
             now = time.monotonic()
             at = max(now, self._paused_until)
@@ -256,10 +257,14 @@ class ParticleClient:
                 limit, window = self.rate_limit
                 if len(self._sent_at) == limit:
                     # A little margin: the cloud sees each request a little after it was sent.
-                    at = max(at, self._sent_at[0] + window * 1.01 + 0.05)
-                self._sent_at.append(at)
+                    at = max(at, self._sent_at[0][0] + window * 1.01 + 0.05)
+                slot[0] = at
+                self._sent_at.append(slot)
         if at > now:
             self.sleep(at - now)
+        # The window counts when requests leave, not when they were booked: a thread that woke late
+        # (a busy process) moves its own entry, so the requests after it keep their distance.
+        slot[0] = max(slot[0], time.monotonic())
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         access_token = self._access_token()
