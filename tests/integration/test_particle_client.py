@@ -394,3 +394,21 @@ def test_a_client_rate_limit_keeps_below_the_cloud_limit(sim):
     assert "429" not in sim.stats()["statuses"]
     assert particle.requests_sent == 12
     assert time.monotonic() - started >= 1.0  # 12 requests at 5 per 0.5 s: two full windows waited
+
+
+def test_a_request_that_leaves_late_moves_the_window_with_it(sim):
+    # A busy process wakes a thread late: the pacing must count a request from when it left, or the
+    # requests one window later arrive too early for the cloud's sliding window.
+    devices = sim.add_devices(9)
+    sim.set_rate_limit(3, 0.5)
+    late = [0.25]  # the first wait ends 250 ms late, the others on time
+
+    def sleep(seconds: float) -> None:
+        time.sleep(seconds + (late.pop() if late else 0.0))
+
+    particle = ParticleClient(sim.url, sim.access_token, sim.product, rate_limit=(3, 0.5), sleep=sleep)
+    for device_id in devices:
+        particle.set_ledger_token(device_id, TOKEN)
+    assert not late  # the late wake happened
+    assert "429" not in sim.stats()["statuses"]
+    assert particle.requests_sent == 9
