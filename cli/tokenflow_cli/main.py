@@ -108,6 +108,13 @@ class Context:
         """Progress and remarks: stderr, so stdout stays the answer alone."""
         print(message, file=self.err, flush=True)
 
+    def progress(self, message: str, done: bool) -> None:
+        """A progress line: rewritten in place on a terminal, printed once at the end elsewhere."""
+        if self.err.isatty():
+            print(f"\r{message}", end="\n" if done else "", file=self.err, flush=True)
+        elif done:
+            self.note(message)
+
 
 # ---- commands --------------------------------------------------------------------------------------
 
@@ -281,7 +288,7 @@ def cmd_labels(ctx: Context) -> int:
             skipped += 1
         else:
             made.append(labels.label_for(ctx.api.get(f"/devices/{device_id}"), png))
-        ctx.note(f"labels: {n}/{len(devices)}")
+        ctx.progress(f"labels: {n}/{len(devices)}", done=n == len(devices))
     out = Path(ctx.args.output)
     try:
         labels.write(made, out)
