@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -12,10 +11,10 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials, ReadOnlyCredentials
 
-from tokenflow.tokens import is_auth_token, is_qr_token, token_id
+from tokenflow.particle import DEVICE_ID_RE
+from tokenflow.tokens import is_auth_token, is_qr_token, is_token_id, token_id
 
-TOKEN_ID_RE = re.compile(r"[0-9a-f]{64}")
-DEVICE_ID_RE = re.compile(r"[0-9a-f]{24}")
+__all__ = ["DEVICE_ID_RE", "ApiClient", "ApiError", "CliError", "segment", "token_ref_for_url"]
 TIMEOUT = 30.0
 
 
@@ -36,7 +35,7 @@ def token_ref_for_url(ref: str) -> str:
 
     URLs end up in access logs and shell history; the hash names the same token without the secret.
     """
-    if TOKEN_ID_RE.fullmatch(ref) or is_qr_token(ref):
+    if is_token_id(ref) or is_qr_token(ref):
         return ref
     if is_auth_token(ref):
         return token_id(ref)

@@ -15,7 +15,6 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tokenflow import api_models as m
-from tokenflow.assign_queue import AssignQueue
 from tokenflow.fleet import BadRequest, Fleet, NotFound
 from tokenflow.ingest import utc_now
 from tokenflow.lifecycle import Conflict, Lifecycle
@@ -23,7 +22,6 @@ from tokenflow.observability import logger, metrics, tracer
 from tokenflow.reports import S3Reports
 from tokenflow.settings import settings
 from tokenflow.store import DEVICE_STATES, Store
-from tokenflow.triggers import request_sweep
 
 app = APIGatewayHttpResolver(enable_validation=True)
 app.enable_swagger(path="/swagger", title="Tokenflow operator API", version="1")
@@ -49,18 +47,7 @@ def fleet() -> Fleet:
 
 def lifecycle() -> Lifecycle:
     if "lifecycle" not in _services:
-        config = settings()
-        config.require("table_name", "assign_queue_url")
-        _services["lifecycle"] = Lifecycle(
-            fleet().store,
-            AssignQueue(config.assign_queue_url),
-            clock=utc_now,
-            request_sweep=(
-                (lambda reason: request_sweep(config.sweep_function_name, reason))
-                if config.sweep_function_name
-                else None
-            ),
-        )
+        _services["lifecycle"] = Lifecycle.from_settings(settings(), fleet().store, utc_now)
     return _services["lifecycle"]
 
 

@@ -16,14 +16,12 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tokenflow.assign_queue import AssignQueue
 from tokenflow.device_status import StatusError, parse_status_event
 from tokenflow.ingest import utc_now
 from tokenflow.lifecycle import Lifecycle
 from tokenflow.observability import logger, metrics, tracer
 from tokenflow.settings import secret, settings
 from tokenflow.store import Store
-from tokenflow.triggers import request_sweep
 
 SECRET_HEADER = "x-tokenflow-secret"  # noqa: S105 (a header name)
 MAX_BODY_BYTES = 16_384
@@ -35,17 +33,8 @@ _services: dict[str, Any] = {}
 def lifecycle() -> Lifecycle:
     if "lifecycle" not in _services:
         config = settings()
-        config.require("table_name", "assign_queue_url")
-        _services["lifecycle"] = Lifecycle(
-            Store(config.table_name),
-            AssignQueue(config.assign_queue_url),
-            clock=utc_now,
-            request_sweep=(
-                (lambda reason: request_sweep(config.sweep_function_name, reason))
-                if config.sweep_function_name
-                else None
-            ),
-        )
+        config.require("table_name")
+        _services["lifecycle"] = Lifecycle.from_settings(config, Store(config.table_name), utc_now)
     return _services["lifecycle"]
 
 

@@ -49,7 +49,7 @@ def template_routes() -> list[Route]:
     """Every HttpApi event of every function in template.yaml, most specific first."""
     routes = []
     for logical in resources.resources_of_type("AWS::Serverless::Function"):
-        function = resources.resource(logical).get("CodeUri", "").rstrip("/").rsplit("/", 1)[-1]
+        function = resources.function_dir(logical)
         for props in resources.function_events(logical, "HttpApi"):
             routes.append(Route(str(props.get("Method", "ANY")).upper(), props["Path"], function))
     # API Gateway prefers exact paths to greedy ones, and a method to ANY.

@@ -144,6 +144,12 @@ def s3_key_filters(logical_id: str, path: Path = TEMPLATE) -> list[tuple[str, st
     return filters
 
 
+def function_dir(logical_id: str, path: Path = TEMPLATE) -> str:
+    """The directory under functions/ a function's CodeUri names."""
+    code = resource(logical_id, path).get("CodeUri", "")
+    return code.rstrip("/").rsplit("/", 1)[-1] or logical_id
+
+
 def environment(logical_id: str, path: Path = TEMPLATE) -> dict[str, Any]:
     """A function's environment variables: the Globals' merged with its own (unresolved)."""
     doc = template(path)

@@ -440,7 +440,7 @@ class LocalStack:
     def function_names(self) -> dict[str, str]:
         """functions/<name> -> the function's name as AWS would know it."""
         return {
-            _function_dir(logical): self._refs[logical]
+            resources.function_dir(logical): self._refs[logical]
             for logical in resources.resources_of_type("AWS::Serverless::Function")
         }
 
@@ -646,7 +646,7 @@ class LocalStack:
         os.environ.pop("AWS_SESSION_TOKEN", None)
         os.environ.pop("AWS_PROFILE", None)
         os.environ.update(env)
-        _forget_clients()
+        forget_clients()
 
     def _restore_environment(self) -> None:
         for name, value in self._saved_env.items():
@@ -655,7 +655,7 @@ class LocalStack:
             else:
                 os.environ[name] = value
         self._saved_env.clear()
-        _forget_clients()
+        forget_clients()
 
     # ---- functions and their triggers ----------------------------------------------------------
 
@@ -826,12 +826,7 @@ def wait_for(
         time.sleep(interval)
 
 
-def _function_dir(logical_id: str) -> str:
-    code = resources.resource(logical_id).get("CodeUri", "")
-    return code.rstrip("/").rsplit("/", 1)[-1] or logical_id
-
-
-def _forget_clients() -> None:
+def forget_clients() -> None:
     """Drop every cached client and secret, so the functions see the current endpoints and values."""
     from aws_lambda_powertools.utilities.parameters import base
 

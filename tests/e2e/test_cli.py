@@ -20,6 +20,7 @@ import pytest
 import requests
 from botocore.credentials import Credentials
 
+from tests.e2e.conftest import DEVICES, QUARANTINED, local_stack
 from tokenflow.tokens import token_id
 from tokenflow_cli.client import CliError, sign_headers, token_ref_for_url
 from tokenflow_cli.main import main
@@ -28,7 +29,6 @@ from tokenflow_local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
-DEVICES, QUARANTINED = 25, 1
 ELIGIBLE = DEVICES - QUARANTINED
 TOKENS = 20
 SAMPLE = {t.token: t for t in make_tokens(TOKENS, seed=1)}
@@ -37,20 +37,7 @@ UNKNOWN_DEVICE = "0" * 24
 
 @pytest.fixture(scope="module")
 def stack():
-    with LocalStack(
-        aws_port=0,
-        api_port=0,
-        particle_port=0,
-        devices=DEVICES,
-        quarantined=QUARANTINED,
-        devices_per_page=10,
-        sweep_interval=1.0,
-        poll_interval=0.2,
-        retry_delay=1,
-        device_interval=0.3,
-        device_first_retry=1.0,
-        device_max_retry=3.0,
-    ) as local:
+    with local_stack() as local:
         if local.api_url is None:
             pytest.fail("no HTTP API: tokenflow_local.gateway or functions/api is missing")
         yield local

@@ -19,13 +19,13 @@ from typing import Any
 import pytest
 import requests
 
+from tests.e2e.conftest import DEVICES, QUARANTINED, local_stack
 from tokenflow.tokens import fingerprint, is_auth_token, token_id
 from tokenflow_local.sample_export import make_export, make_tokens
 from tokenflow_local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
-DEVICES, QUARANTINED = 25, 1
 ELIGIBLE = DEVICES - QUARANTINED
 FIRST, SECOND = 20, 10
 TOKENS = {t.token for t in make_tokens(FIRST, seed=1)} | {t.token for t in make_tokens(SECOND, seed=2)}
@@ -35,20 +35,7 @@ story: dict[str, str] = {}  # what one step leaves for a later one
 
 @pytest.fixture(scope="module")
 def stack():
-    with LocalStack(
-        aws_port=0,
-        api_port=0,
-        particle_port=0,
-        devices=DEVICES,
-        quarantined=QUARANTINED,
-        devices_per_page=10,
-        sweep_interval=1.0,
-        poll_interval=0.2,
-        retry_delay=1,
-        device_interval=0.3,
-        device_first_retry=1.0,
-        device_max_retry=3.0,
-    ) as local:
+    with local_stack() as local:
         if local.api_url is None:
             pytest.fail("no HTTP API: tokenflow_local.gateway or functions/api is missing")
         yield local

@@ -15,6 +15,7 @@ import boto3
 import pytest
 import requests
 
+from tests.e2e.conftest import local_stack
 from tokenflow.assignment import AssignRequest
 from tokenflow_local import resources
 from tokenflow_local.sample_export import make_export
@@ -25,16 +26,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def stack():
-    with LocalStack(
-        aws_port=0,
-        api_port=0,
-        particle_port=0,
-        devices=25,
-        quarantined=1,
-        devices_per_page=10,
+    with local_stack(
         sweep_interval=60.0,  # long: the tests below show that ingest itself starts the sweep
-        poll_interval=0.2,
-        retry_delay=1,
         simulate_devices=False,
     ) as local:
         yield local

@@ -21,12 +21,11 @@ from openapi_spec_validator import validate as validate_spec
 
 from tests.conftest import BUCKET, TABLE
 from tests.support.invariants import check_invariants
-from tokenflow import aws
-from tokenflow.settings import settings
 from tokenflow.store import NewToken, Store
 from tokenflow.tokens import fingerprint, token_id
 from tokenflow_local import lambda_runtime
 from tokenflow_local.sample_export import make_tokens, qr_png
+from tokenflow_local.stack import forget_clients
 
 EVENTS = Path(__file__).resolve().parents[2] / "events" / "api"
 SECRET = "webhook-secret-for-tests"
@@ -111,9 +110,7 @@ def world(dynamodb, s3, monkeypatch):
     monkeypatch.setenv("WEBHOOK_SECRET_PARAM", "/tf/webhook")
     monkeypatch.setenv("SWEEP_FUNCTION_NAME", "")
     monkeypatch.setenv("LOW_STOCK_THRESHOLD", "5")
-    settings.cache_clear()
-    aws.reset()
-    _clear_parameter_cache()
+    forget_clients()  # the handlers read the settings, clients and secret of this test
 
     store = Store(TABLE, dynamodb)
     exported = make_tokens(6, seed=11)
@@ -143,15 +140,7 @@ def world(dynamodb, s3, monkeypatch):
         "exported": exported,
         "api": Api({t.token for t in exported}, spec),
     }
-    _clear_parameter_cache()
-
-
-def _clear_parameter_cache() -> None:
-    from aws_lambda_powertools.utilities.parameters import base
-
-    for provider in list(base.DEFAULT_PROVIDERS.values()):
-        provider.clear_cache()
-    base.DEFAULT_PROVIDERS.clear()
+    forget_clients()
 
 
 def queued(world) -> list[dict]:

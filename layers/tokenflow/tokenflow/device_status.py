@@ -21,9 +21,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tokenflow.particle import DEVICE_ID_RE
+
 STATUS_EVENT = "tokenflow/status"
 MAX_DATA_CHARS = 1024
-DEVICE_ID_RE = re.compile(r"[0-9a-f]{24}")  # fullmatch: "$" would accept a trailing newline
 FINGERPRINT_RE = re.compile(r"[0-9a-f]{12}")
 TOKEN_NONE = "none"  # noqa: S105 (a status value, not a secret)
 TOKEN_INVALID = "invalid"  # noqa: S105 (a status value, not a secret)

@@ -9,14 +9,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 
 from tokenflow.store import DEVICE_STATES, Store
-from tokenflow.tokens import is_auth_token, is_qr_token, token_id
+from tokenflow.tokens import is_auth_token, is_qr_token, is_token_id, token_id
 
-TOKEN_ID_RE = re.compile(r"[0-9a-f]{64}")
 MAX_PAGE = 100
 MAX_CURSOR_CHARS = 2048
 _CURSOR_KEYS = {"pk", "sk", "gsi1pk", "gsi1sk"}
@@ -219,7 +217,7 @@ class Fleet:
 
     def resolve_token(self, ref: str) -> str:
         """The token id for an AuthToken, a QR token or a token id."""
-        if TOKEN_ID_RE.fullmatch(ref):
+        if is_token_id(ref):
             return ref
         if is_qr_token(ref):
             tid = self.store.find_token_by_qr(ref)
@@ -244,7 +242,7 @@ class Fleet:
         return {"imports": [import_view(i) for i in items]}
 
     def import_report(self, import_id: str) -> dict[str, Any]:
-        if not TOKEN_ID_RE.fullmatch(import_id):
+        if not is_token_id(import_id):
             raise BadRequest("an import id is the file's SHA-256 (64 lowercase hex characters)")
         item = self.store.get_import(import_id)
         if not item:

@@ -11,10 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tokenflow import triggers
+from tokenflow.assign_queue import AssignQueue
 from tokenflow.assignment import AssignRequest
 from tokenflow.device_status import DeviceStatus
 from tokenflow.fleet import BadRequest, NotFound
 from tokenflow.observability import logger, metrics
+from tokenflow.settings import Settings
 from tokenflow.store import LifecycleError, Store
 
 
@@ -48,6 +51,18 @@ class Lifecycle:
         self.queue = queue
         self.clock = clock
         self.request_sweep = request_sweep
+
+    @classmethod
+    def from_settings(cls, config: Settings, store: Store, clock: Callable[[], str]) -> Lifecycle:
+        """The service as a function builds it: the assign queue, and a sweep when one is configured."""
+        config.require("assign_queue_url")
+        sweep = config.sweep_function_name
+        return cls(
+            store,
+            AssignQueue(config.assign_queue_url),
+            clock=clock,
+            request_sweep=(lambda reason: triggers.request_sweep(sweep, reason)) if sweep else None,
+        )
 
     def _enqueue(self, request: AssignRequest) -> None:
         if self.queue.send([request]):

@@ -963,17 +963,10 @@ class Store:
     def summary(self) -> dict:
         """Every counter shard and the recent imports in one BatchGetItem, summed."""
         keys = [Keys.stats(n) for n in range(STATS_SHARDS)] + [Keys.recent_imports()]
-        request = {self.table: {"Keys": keys, "ConsistentRead": True}}
-        items: list[dict] = []
-        while request:
-            answer = self._call("BatchGetItem", RequestItems=request)
-            items.extend(answer.get("Responses", {}).get(self.table, []))
-            request = answer.get("UnprocessedKeys") or {}
         tokens = dict.fromkeys(TOKEN_STATES, 0)
         devices = dict.fromkeys(DEVICE_STATES, 0)
         recent: list[dict] = []
-        for raw in items:
-            item = from_item(raw)
+        for item in self._batch_get(keys):
             if item["pk"] == "IMPORTS#RECENT":
                 recent = sorted(
                     item.get("imports", {}).values(), key=lambda i: i.get("finished_at", ""), reverse=True

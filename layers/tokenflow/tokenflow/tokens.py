@@ -12,6 +12,7 @@ import re
 
 AUTH_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{32}")
 QR_TOKEN_RE = re.compile(r"sqr_[A-Za-z0-9_-]{32}")
+TOKEN_ID_RE = re.compile(r"[0-9a-f]{64}")
 FINGERPRINT_LENGTH = 12
 
 
@@ -21,6 +22,11 @@ def is_auth_token(value: str) -> bool:
 
 def is_qr_token(value: str) -> bool:
     return QR_TOKEN_RE.fullmatch(value) is not None
+
+
+def is_token_id(value: str) -> bool:
+    """A token id (and an import id: both are SHA-256 hex digests)."""
+    return TOKEN_ID_RE.fullmatch(value) is not None
 
 
 def token_id(token: str) -> str:
