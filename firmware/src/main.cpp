@@ -1,15 +1,21 @@
 // Tokenflow device firmware: the Blynk "Connect a Particle device" blueprint, with the Blynk AuthToken
-// taken from the device's Cloud-to-Device Ledger. All decisions (token checks, what to publish and
-// when, payload building, pacing) live in lib/tokenflow_core, which is unit-tested on a host; this file
-// only connects it to Device OS.
+// taken from the device's Cloud-to-Device Ledger. All decisions (token checks, cleared states, the
+// first-sync gate, what to publish and when, payload building, pacing) live in lib/tokenflow_core,
+// which is unit-tested on a host; this file only connects it to Device OS. `make test` also builds and
+// runs this file against a host stand-in of Device OS (test/shim/) that declares the real signatures.
 #include "Particle.h"
 
 #include <atomic>
 
 #include "tokenflow_config.h"
 #include "tokenflow_core.h"
+#include "tokenflow_platform.h"
 
+// From Device OS 6.2 the application thread is always separate and SYSTEM_THREAD is deprecated;
+// Particle's examples guard it like this so the same source builds on 6.1 and 6.2+.
+#ifndef SYSTEM_VERSION_v620
 SYSTEM_THREAD(ENABLED);
+#endif
 PRODUCT_VERSION(TOKENFLOW_PRODUCT_VERSION);
 
 SerialLogHandler logHandler(LOG_LEVEL_INFO);
@@ -29,6 +35,7 @@ tokenflow::ControllerConfig controllerConfig() {
     c.publishRetryMs = TOKENFLOW_PUBLISH_RETRY_MS;
     c.publishBurst = TOKENFLOW_PUBLISH_BURST;
     c.publishRefillMs = TOKENFLOW_PUBLISH_REFILL_MS;
+    c.firstSyncGraceMs = TOKENFLOW_FIRST_SYNC_GRACE_MS;
     return c;
 }
 
@@ -39,19 +46,23 @@ Ledger tokenLedger;
 std::atomic<bool> ledgerSynced(false);
 
 // The blueprint's readings: uptime, a simulated sensor, and the LED state.
-constexpr bool kLedOnD7 = (PLATFORM_ID == PLATFORM_BORON || PLATFORM_ID == PLATFORM_ARGON);
 uint8_t ledState = LOW;
 double simulatedSensor = 3.14159;
 uint32_t sensorLast = 0;
 
 class CloudPublisher : public tokenflow::Publisher {
 public:
-    bool publish(const char* event, const char* data) override {
-        const bool ok = Particle.publish(event, data, PRIVATE);  // waits for the cloud's acknowledgement
-        if (!ok) {
+    bool publish(const char* event, const char* data, tokenflow::Ack ack) override {
+        // Particle.publish returns a Future<bool>; converting it to bool waits for the outcome
+        // (spark_wiring_async.h). true means the Particle cloud acknowledged the event, nothing more:
+        // not that a webhook ran or that Blynk or Tokenflow accepted anything. WITH_ACK makes Device OS
+        // insist on that acknowledgement (retrying) for the events the design counts on.
+        const PublishFlags flags = ack == tokenflow::Ack::Required ? (PRIVATE | WITH_ACK) : PublishFlags(PRIVATE);
+        const bool accepted = Particle.publish(event, data, flags);
+        if (!accepted) {
             Log.warn("Publishing %s failed", event);
         }
-        return ok;
+        return accepted;
     }
     size_t maxDataSize() override {
         const int size = Particle.maxEventDataSize();  // negative until the cloud connection is up
@@ -85,30 +96,72 @@ void simulateSensor() {
     }
 }
 
+// Overwrites a String's characters in place, so the token does not linger in freed heap memory.
+void wipe(String& s) {
+    for (unsigned i = 0; i < s.length(); ++i) {
+        s.setCharAt(i, '\0');
+    }
+}
+
 void readLedger(bool fromSync) {
+    // get() returns a copy of the data (spark_wiring_ledger.h); lastSynced() is 0 if never synced.
     LedgerData data = tokenLedger.get();
     const bool synced = tokenLedger.lastSynced() != 0;
+    tokenflow::LedgerValue value;
+    String state;
+    if (data.has(TOKENFLOW_LEDGER_STATE_KEY)) {
+        const Variant s = data.get(TOKENFLOW_LEDGER_STATE_KEY);
+        if (s.isString()) {
+            state = s.toString();
+            value.state = state.c_str();
+        }
+    }
+    Variant* token = nullptr;
     if (data.has(TOKENFLOW_LEDGER_KEY)) {
-        const String value = data.get(TOKENFLOW_LEDGER_KEY).toString();
-        controller.ledgerRead(value.c_str(), synced, fromSync, millis());
-    } else {
-        controller.ledgerRead(nullptr, synced, fromSync, millis());
+        // By reference (no further copy of the token), wiped below once the controller has its own.
+        Variant& v = data[TOKENFLOW_LEDGER_KEY];
+        if (v.isString()) {
+            value.kind = tokenflow::LedgerValue::Kind::String;
+            value.token = v.value<String>().c_str();
+            token = &v;
+        } else if (v.isNull()) {
+            value.kind = tokenflow::LedgerValue::Kind::Null;
+        } else {
+            value.kind = tokenflow::LedgerValue::Kind::Other;  // a number, map, ...: malformed
+        }
+    }
+    controller.ledgerRead(value, synced, fromSync, millis());
+    if (token != nullptr) {
+        wipe(token->value<String>());
     }
     // Never log the token itself: its fingerprint identifies it.
     switch (controller.tokenState()) {
         case tokenflow::TokenState::Valid:
-            Log.info("Ledger: token %s", controller.fingerprint());
+            Log.info("Ledger: token %s%s", controller.fingerprint(),
+                     controller.syncedSinceBoot() ? "" : " (flash copy, waiting for the first sync)");
             break;
         case tokenflow::TokenState::Invalid:
             Log.warn("Ledger: %s is not a Blynk AuthToken; not sending to Blynk", TOKENFLOW_LEDGER_KEY);
             break;
-        case tokenflow::TokenState::None:
-            Log.info("Ledger: no token yet");
+        case tokenflow::TokenState::None: {
+            const char* reason = tokenflow::clearReasonName(controller.clearReason());
+            if (reason != nullptr) {
+                Log.info("Ledger: token cleared by the cloud (%s); not sending to Blynk", reason);
+            } else {
+                Log.info("Ledger: no token yet");
+            }
             break;
+        }
     }
 }
 
-void onLedgerSync(Ledger, void*) { ledgerSynced = true; }
+// Ledger::OnSyncCallback: void (*)(Ledger ledger, void* arg) (spark_wiring_ledger.h).
+void onLedgerSync(Ledger ledger, void*) {
+    if (!ledger.isValid() || ledger != tokenLedger) {
+        return;  // not the token Ledger: nothing to re-read
+    }
+    ledgerSynced = true;
+}
 
 // The blueprint's cloud function: switches the LED and sends the readings at once.
 // Returns 1 (on), 0 (off) or -1 (anything else).
@@ -131,19 +184,30 @@ int blynkLed(String onOrOff) {
 }  // namespace
 
 void setup() {
-    if (kLedOnD7) {
-        pinMode(D7, OUTPUT);
-        digitalWrite(D7, LOW);
-    }
-    Log.info("Tokenflow firmware %s, Device OS %s, Blynk template %s (%s)", TOKENFLOW_FIRMWARE_VERSION,
-             System.version().c_str(), BLYNK_TEMPLATE_ID, BLYNK_TEMPLATE_NAME);
+#ifdef TOKENFLOW_LED_PIN
+    pinMode(TOKENFLOW_LED_PIN, OUTPUT);
+    digitalWrite(TOKENFLOW_LED_PIN, LOW);
+#endif
+    Log.info("Tokenflow firmware %s, Device OS %s (%s), Blynk template %s (%s)", TOKENFLOW_FIRMWARE_VERSION,
+             System.version().c_str(), TOKENFLOW_PLATFORM_NETWORK, BLYNK_TEMPLATE_ID, BLYNK_TEMPLATE_NAME);
 
-    Particle.function("blynk_led", blynkLed);
+    if (!Particle.function("blynk_led", blynkLed)) {
+        Log.error("Registering blynk_led failed");
+    }
 
     controller.begin(millis(), HAL_RNG_GetRandomNumber());
     tokenLedger = Particle.ledger(TOKENFLOW_LEDGER_NAME);
-    tokenLedger.onSync(onLedgerSync);
-    // A Cloud-to-Device Ledger is kept in flash: a device that already has its token uses it at once.
+    if (!tokenLedger.isValid()) {
+        // Without the Ledger the device can never get a token: it keeps reporting token=none.
+        Log.error("Ledger %s is not available", TOKENFLOW_LEDGER_NAME);
+    } else {
+        const int error = tokenLedger.onSync(onLedgerSync);
+        if (error != 0) {
+            Log.error("Ledger %s: onSync failed (%d)", TOKENFLOW_LEDGER_NAME, error);
+        }
+    }
+    // A Cloud-to-Device Ledger is kept in flash: read it at once. The controller reports it right away
+    // but sends data only after the first sync (or the grace time): the copy may be stale.
     readLedger(false);
 }
 
@@ -153,7 +217,7 @@ void loop() {
     }
     simulateSensor();
     controller.loop(millis(), Particle.connected(), publisher, telemetry);
-    if (kLedOnD7) {
-        digitalWrite(D7, ledState);
-    }
+#ifdef TOKENFLOW_LED_PIN
+    digitalWrite(TOKENFLOW_LED_PIN, ledState);
+#endif
 }

@@ -17,6 +17,8 @@
 #define TOKENFLOW_LEDGER_NAME "blynk-tokens-c2d"
 // The key that holds the Blynk AuthToken inside the Ledger.
 #define TOKENFLOW_LEDGER_KEY "blynk_token"
+// The key that says why the token is empty: "revoked" or "transferred" (the cloud's cleared state).
+#define TOKENFLOW_LEDGER_STATE_KEY "state"
 
 // --- Events (each must match an integration in firmware/integrations/) ---
 // Data to Blynk: the integration blynk_https_get.json forwards it to Blynk's HTTPS API.
@@ -34,6 +36,11 @@
 #define TOKENFLOW_STATUS_JITTER_PERCENT 20UL
 // With a token, one status report a day besides those after each connect and Ledger sync (0: none).
 #define TOKENFLOW_STATUS_HEARTBEAT_MS 86400000UL
+// A Cloud-to-Device Ledger is read from flash at boot and may be stale (a token revoked while the
+// device was off). Data to Blynk waits for the first Ledger sync after boot, or at most this long after
+// the first cloud connection (then the flash copy is used). 0: wait for the sync without a bound.
+// Status reports never wait.
+#define TOKENFLOW_FIRST_SYNC_GRACE_MS 60000UL
 // Wait after a failed publish before trying it again.
 #define TOKENFLOW_PUBLISH_RETRY_MS 10000UL
 // Particle's publish limit: about one event per second, bursts of up to four. Every publish of the

@@ -11,7 +11,8 @@
 
 using tokenflow::Controller;
 using tokenflow::ControllerConfig;
-using tokenflow::Published;
+using tokenflow::Ack;
+using tokenflow::CloudAccepted;
 using tokenflow::TokenState;
 
 namespace {
@@ -25,14 +26,15 @@ struct Event {
     uint32_t at;
     std::string name;
     std::string data;
+    Ack ack;
 };
 
 class RecordingPublisher : public tokenflow::Publisher {
 public:
-    bool publish(const char* event, const char* data) override {
+    bool publish(const char* event, const char* data, Ack ack) override {
         ++attempts;
         if (failing) return false;
-        events.push_back(Event{now, event, data});
+        events.push_back(Event{now, event, data, ack});
         return true;
     }
     size_t maxDataSize() override { return maxSize; }
@@ -141,7 +143,7 @@ TEST(controller_token_arrives_by_sync_status_then_data_with_that_token) {
     }
 }
 
-TEST(controller_cached_token_at_boot_is_used_once_connected) {
+TEST(controller_cached_token_at_boot_reports_at_once_but_sends_data_only_after_the_first_sync) {
     Controller controller(quietConfig());
     RecordingPublisher pub;
     FakeTelemetry tel;
@@ -149,16 +151,26 @@ TEST(controller_cached_token_at_boot_is_used_once_connected) {
     controller.ledgerRead(kTokenA, true, false, 0);  // from flash, before the cloud connects
     run(controller, pub, tel, 0, 5000, false);
     CHECK(pub.events.empty());
-    run(controller, pub, tel, 5000, 6000, true);
-    CHECK_EQ(pub.events.size(), 2u);
-    if (pub.events.size() == 2) {
-        CHECK_STR(pub.events[0].name, "tokenflow/status");
-        CHECK_STR(pub.events[0].data, statusData(kFpA, true));
-        CHECK_STR(pub.events[1].name, "blynk_https_get");
-    }
-    // With a token, no repeats beyond connect/sync (the heartbeat is a day away).
-    run(controller, pub, tel, 6000, 3600000, true, 100);
+    run(controller, pub, tel, 5000, 30000, true);
+    // The status report goes out at once (it says what the flash copy holds) ...
     CHECK_EQ(pub.named("tokenflow/status").size(), 1u);
+    if (!pub.events.empty()) {
+        CHECK_STR(pub.events[0].name, "tokenflow/status");
+        CHECK_EQ(pub.events[0].at, 5000u);
+        CHECK_STR(pub.events[0].data, statusData(kFpA, true));
+    }
+    // ... but no data under a token the cloud may have revoked while the device was off.
+    CHECK(pub.named("blynk_https_get").empty());
+    CHECK(controller.waitingForFirstSync(30000));
+    controller.ledgerRead(kTokenA, true, true, 30000);  // the sync: same token, now current
+    CHECK(!controller.waitingForFirstSync(30000));
+    run(controller, pub, tel, 30000, 31000, true);
+    const auto data = pub.named("blynk_https_get");
+    CHECK_EQ(data.size(), 1u);
+    if (data.size() == 1) CHECK_EQ(data[0].at, 30010u);  // the loop pass after the sync's status report
+    // With a token, no repeats beyond connect/sync (the heartbeat is a day away).
+    run(controller, pub, tel, 31000, 3600000, true, 100);
+    CHECK_EQ(pub.named("tokenflow/status").size(), 2u);
 }
 
 TEST(controller_invalid_token_is_reported_and_never_sent) {
@@ -182,7 +194,7 @@ TEST(controller_switches_tokens_at_once_on_transfer) {
     RecordingPublisher pub;
     FakeTelemetry tel;
     controller.begin(0, 1);
-    controller.ledgerRead(kTokenA, true, false, 0);
+    controller.ledgerRead(kTokenA, true, true, 0);
     run(controller, pub, tel, 0, 100000, true);
     controller.ledgerRead(kTokenB, true, true, 100000);
     CHECK_STR(controller.token(), kTokenB);
@@ -256,7 +268,7 @@ TEST(controller_failed_publish_is_retried_after_a_pause_not_every_loop) {
     RecordingPublisher pub;
     FakeTelemetry tel;
     controller.begin(0, 1);
-    controller.ledgerRead(kTokenA, true, false, 0);
+    controller.ledgerRead(kTokenA, true, true, 0);
     pub.failing = true;
     run(controller, pub, tel, 0, 30000, true);
     // status + data at connect, then one retry of each every 10 s: 2 + 2 + 2 = 6 attempts by 30 s
@@ -275,7 +287,7 @@ TEST(controller_payload_over_the_device_limit_is_dropped_not_truncated) {
     pub.maxSize = 255;  // some cellular modems allow less than 1024 bytes
     tel.extra = std::string(300, 'x');
     controller.begin(0, 1);
-    controller.ledgerRead(kTokenA, true, false, 0);
+    controller.ledgerRead(kTokenA, true, true, 0);
     run(controller, pub, tel, 0, 1000, true);
     CHECK_EQ(pub.named("tokenflow/status").size(), 1u);
     CHECK(pub.named("blynk_https_get").empty());
@@ -293,7 +305,7 @@ TEST(controller_status_never_carries_the_token) {
     RecordingPublisher pub;
     FakeTelemetry tel;
     controller.begin(0, 1);
-    controller.ledgerRead(kTokenA, true, false, 0);
+    controller.ledgerRead(kTokenA, true, true, 0);
     run(controller, pub, tel, 0, 10000, true);
     controller.ledgerRead(kTokenB, true, true, 10000);
     run(controller, pub, tel, 10000, 20000, true);
@@ -329,7 +341,7 @@ TEST(controller_daily_heartbeat_with_a_token) {
     RecordingPublisher pub;
     FakeTelemetry tel;
     controller.begin(0, 1);
-    controller.ledgerRead(kTokenA, true, false, 0);
+    controller.ledgerRead(kTokenA, true, true, 0);
     run(controller, pub, tel, 0, 2 * 86400000u + 1000, true, 500);
     const auto status = pub.named("tokenflow/status");
     CHECK_EQ(status.size(), 3u);
@@ -344,7 +356,7 @@ TEST(controller_blynk_led_request_publishes_data_promptly) {
     RecordingPublisher pub;
     FakeTelemetry tel;
     controller.begin(0, 1);
-    controller.ledgerRead(kTokenA, true, false, 0);
+    controller.ledgerRead(kTokenA, true, true, 0);
     run(controller, pub, tel, 0, 60000, true);
     CHECK_EQ(pub.named("blynk_https_get").size(), 1u);
     controller.requestData();
@@ -360,7 +372,7 @@ TEST(controller_works_across_millis_wraparound) {
     FakeTelemetry tel;
     const uint32_t start = UINT32_MAX - 100000;  // wraps 100 s in
     controller.begin(start, 1);
-    controller.ledgerRead(kTokenA, true, false, start);
+    controller.ledgerRead(kTokenA, true, true, start);
     run(controller, pub, tel, start, start + 700000, true);
     const auto data = pub.named("blynk_https_get");
     CHECK_EQ(data.size(), 3u);
@@ -406,7 +418,7 @@ TEST(controller_waits_while_the_event_size_is_unknown) {
     RecordingPublisher pub;
     FakeTelemetry tel;
     controller.begin(0, 1);
-    controller.ledgerRead(kTokenA, true, false, 0);
+    controller.ledgerRead(kTokenA, true, true, 0);
     pub.maxSize = 0;  // Particle.maxEventDataSize() < 0 just before the connection settles
     run(controller, pub, tel, 0, 2000, true);
     CHECK(pub.events.empty());
@@ -414,4 +426,274 @@ TEST(controller_waits_while_the_event_size_is_unknown) {
     pub.maxSize = 1024;
     run(controller, pub, tel, 2000, 2100, true);
     CHECK_EQ(pub.events.size(), 2u);
+}
+
+// --- the cloud clears a token, the first sync after boot, delivery honesty (issue: stops on revoke) ---
+
+namespace {
+
+tokenflow::LedgerValue cleared(const char* state) { return tokenflow::LedgerValue::string("", state); }
+
+std::string noneBecause(const char* reason) { return statusData("none", true) + ";reason=" + reason; }
+
+size_t countData(const RecordingPublisher& pub, const char* token, uint32_t from) {
+    size_t n = 0;
+    for (const auto& e : pub.named("blynk_https_get")) {
+        if (e.at >= from && testjson::parse(e.data)["t"].string == token) ++n;
+    }
+    return n;
+}
+
+}  // namespace
+
+TEST(controller_cleared_state_while_connected_stops_data_at_once_wipes_the_token_and_reports_the_reason) {
+    Controller controller(quietConfig());
+    RecordingPublisher pub;
+    FakeTelemetry tel;
+    controller.begin(0, 1);
+    controller.ledgerRead(kTokenA, true, true, 0);
+    run(controller, pub, tel, 0, 400000, true);
+    CHECK_EQ(pub.named("blynk_https_get").size(), 2u);  // at 0 and 300 s
+    CHECK(!controller.holdsNoTokenBytes());
+    controller.requestData();  // a blynk_led call just before the revoke lands
+    controller.ledgerRead(cleared("revoked"), true, true, 400000);
+    // At once, before any loop pass: no token left anywhere in the controller.
+    CHECK(controller.tokenState() == TokenState::None);
+    CHECK(controller.clearReason() == tokenflow::ClearReason::Revoked);
+    CHECK_STR(controller.token(), "");
+    CHECK(controller.holdsNoTokenBytes());
+    run(controller, pub, tel, 400000, 1400000, true);
+    CHECK_EQ(pub.named("blynk_https_get").size(), 2u);  // nothing after the revoke, ever
+    const auto status = pub.named("tokenflow/status");
+    std::vector<Event> after;
+    for (const auto& e : status) {
+        if (e.at >= 400000) after.push_back(e);
+    }
+    // Reported at once, then again with the restarted backoff (5 s, 10 s, ...): back to waiting.
+    CHECK(after.size() >= 3);
+    if (after.size() >= 3) {
+        CHECK_EQ(after[0].at, 400000u);
+        CHECK_EQ(after[1].at - after[0].at, 5000u);
+        CHECK_EQ(after[2].at - after[1].at, 10000u);
+    }
+    for (const auto& e : after) CHECK_STR(e.data, noneBecause("revoked"));
+}
+
+TEST(controller_cleared_state_synced_after_an_offline_boot_never_sends_the_stale_token) {
+    Controller controller(quietConfig());
+    RecordingPublisher pub;
+    FakeTelemetry tel;
+    controller.begin(0, 1);
+    controller.ledgerRead(kTokenA, true, false, 0);  // flash copy: revoked in the cloud while off
+    controller.requestData();
+    run(controller, pub, tel, 0, 20000, false);
+    run(controller, pub, tel, 20000, 35000, true);  // online; the sync takes 15 s to land
+    CHECK(pub.named("blynk_https_get").empty());
+    controller.ledgerRead(cleared("transferred"), true, true, 35000);
+    CHECK(controller.holdsNoTokenBytes());
+    run(controller, pub, tel, 35000, 35000 + 2 * 60000 + 100, true);  // well past the grace time
+    CHECK(pub.named("blynk_https_get").empty());
+    const auto status = pub.named("tokenflow/status");
+    CHECK(status.size() >= 2);
+    if (status.size() >= 2) {
+        CHECK_STR(status[0].data, statusData(kFpA, true));  // the flash copy, reported as such at connect
+        CHECK_STR(status[1].data, noneBecause("transferred"));
+        CHECK_EQ(status[1].at, 35000u);
+    }
+}
+
+TEST(controller_sync_after_the_grace_time_still_stops_a_revoked_token) {
+    ControllerConfig config = quietConfig();
+    config.firstSyncGraceMs = 60000;
+    Controller controller(config);
+    RecordingPublisher pub;
+    FakeTelemetry tel;
+    controller.begin(0, 1);
+    controller.ledgerRead(kTokenA, true, false, 0);
+    run(controller, pub, tel, 0, 10000, false);
+    run(controller, pub, tel, 10000, 69000, true);
+    CHECK(pub.named("blynk_https_get").empty());  // grace runs from the first connection (10 s)
+    CHECK(controller.waitingForFirstSync(69000));
+    run(controller, pub, tel, 69000, 71000, true);
+    // No sync within 60 s of connecting: the flash copy is used.
+    const auto data = pub.named("blynk_https_get");
+    CHECK_EQ(data.size(), 1u);
+    if (data.size() == 1) CHECK_EQ(data[0].at, 70000u);
+    CHECK(!controller.waitingForFirstSync(71000));
+    // A late sync carrying the revoke still stops it at once.
+    run(controller, pub, tel, 71000, 100000, true);
+    controller.ledgerRead(cleared("revoked"), true, true, 100000);
+    run(controller, pub, tel, 100000, 700000, true);
+    CHECK_EQ(countData(pub, kTokenA, 100000), 0u);
+    CHECK_EQ(pub.named("blynk_https_get").size(), 1u);
+    CHECK_STR(pub.named("tokenflow/status").back().data, noneBecause("revoked"));
+}
+
+TEST(controller_without_a_grace_bound_waits_for_the_sync_however_long) {
+    ControllerConfig config = quietConfig();
+    config.firstSyncGraceMs = 0;
+    Controller controller(config);
+    RecordingPublisher pub;
+    FakeTelemetry tel;
+    controller.begin(0, 1);
+    controller.ledgerRead(kTokenA, true, false, 0);
+    run(controller, pub, tel, 0, 3600000, true, 100);
+    CHECK(pub.named("blynk_https_get").empty());
+    CHECK_EQ(pub.named("tokenflow/status").size(), 1u);
+    controller.ledgerRead(kTokenA, true, true, 3600000);
+    run(controller, pub, tel, 3600000, 3601000, true);
+    CHECK_EQ(pub.named("blynk_https_get").size(), 1u);
+}
+
+TEST(controller_a_sync_before_the_connection_opens_the_gate_at_once) {
+    Controller controller(quietConfig());
+    RecordingPublisher pub;
+    FakeTelemetry tel;
+    controller.begin(0, 1);
+    controller.ledgerRead(kTokenA, true, false, 0);
+    controller.ledgerRead(kTokenB, true, true, 500);  // synced while the cloud session was coming up
+    run(controller, pub, tel, 1000, 2000, true);
+    const auto data = pub.named("blynk_https_get");
+    CHECK_EQ(data.size(), 1u);
+    if (data.size() == 1) CHECK_STR(testjson::parse(data[0].data)["t"].string, kTokenB);
+    CHECK_EQ(countData(pub, kTokenA, 0), 0u);
+}
+
+TEST(controller_malformed_ledger_value_stops_data_and_reports_invalid) {
+    Controller controller(quietConfig());
+    RecordingPublisher pub;
+    FakeTelemetry tel;
+    controller.begin(0, 1);
+    controller.ledgerRead(kTokenA, true, true, 0);
+    run(controller, pub, tel, 0, 10000, true);
+    CHECK_EQ(pub.named("blynk_https_get").size(), 1u);
+    tokenflow::LedgerValue number;  // {"blynk_token": 12345}: not a string
+    number.kind = tokenflow::LedgerValue::Kind::Other;
+    number.state = "active";
+    controller.ledgerRead(number, true, true, 10000);
+    CHECK(controller.tokenState() == TokenState::Invalid);
+    CHECK(controller.holdsNoTokenBytes());
+    run(controller, pub, tel, 10000, 400000, true);
+    CHECK_EQ(pub.named("blynk_https_get").size(), 1u);
+    CHECK_STR(pub.named("tokenflow/status").back().data, statusData("invalid", true));
+    // The cloud rewrites a good value: data resumes with it.
+    controller.ledgerRead(tokenflow::LedgerValue::string(kTokenB, "active"), true, true, 400000);
+    run(controller, pub, tel, 400000, 401000, true);
+    CHECK_EQ(countData(pub, kTokenB, 400000), 1u);
+}
+
+TEST(controller_token_switched_twice_in_quick_succession_sends_only_the_last) {
+    Controller controller(quietConfig());
+    RecordingPublisher pub;
+    FakeTelemetry tel;
+    controller.begin(0, 1);
+    controller.ledgerRead(kTokenA, true, true, 0);
+    run(controller, pub, tel, 0, 100000, true);
+    const size_t statusBefore = pub.named("tokenflow/status").size();
+    // A -> B -> A between two loop passes (a transfer and its undo syncing back to back), then
+    // A -> B -> cleared: each time only the last word counts.
+    controller.ledgerRead(kTokenB, true, true, 100000);
+    controller.ledgerRead(kTokenA, true, true, 100001);
+    run(controller, pub, tel, 100010, 110000, true);
+    CHECK_EQ(countData(pub, kTokenB, 100000), 0u);
+    CHECK_STR(controller.token(), kTokenA);
+    controller.ledgerRead(kTokenB, true, true, 110000);
+    controller.ledgerRead(cleared("transferred"), true, true, 110001);
+    run(controller, pub, tel, 110010, 120000, true);
+    CHECK_EQ(countData(pub, kTokenB, 100000), 0u);
+    CHECK_EQ(countData(pub, kTokenA, 110000), 0u);
+    const auto status = pub.named("tokenflow/status");
+    // One report per settled state, each the last word; nothing about the short-lived B.
+    CHECK(status.size() >= statusBefore + 2);
+    if (status.size() >= statusBefore + 2) {
+        CHECK_STR(status[statusBefore].data, statusData(kFpA, true));
+        CHECK_STR(status[statusBefore + 1].data, noneBecause("transferred"));
+    }
+    for (const auto& e : status) CHECK(e.data.find(kFpB) == std::string::npos);
+    CHECK(controller.holdsNoTokenBytes());
+}
+
+TEST(controller_status_reports_ask_for_the_cloud_ack_and_data_does_not) {
+    Controller controller(quietConfig());
+    RecordingPublisher pub;
+    FakeTelemetry tel;
+    controller.begin(0, 1);
+    controller.ledgerRead(kTokenA, true, true, 0);
+    run(controller, pub, tel, 0, 5000, true);
+    CHECK(!pub.named("tokenflow/status").empty());
+    CHECK(!pub.named("blynk_https_get").empty());
+    for (const auto& e : pub.named("tokenflow/status")) CHECK(e.ack == Ack::Required);
+    for (const auto& e : pub.named("blynk_https_get")) CHECK(e.ack == Ack::Default);
+    // A publish the cloud did not accept is not counted as accepted.
+    pub.failing = true;
+    controller.requestData();
+    run(controller, pub, tel, 5000, 6000, true);
+    CHECK_EQ(controller.counters().dataAccepted, 1u);
+    CHECK_EQ(controller.counters().statusAccepted, 1u);
+}
+
+TEST(controller_a_token_after_a_revoke_drops_the_reason) {
+    Controller controller(quietConfig());
+    RecordingPublisher pub;
+    FakeTelemetry tel;
+    controller.begin(0, 1);
+    controller.ledgerRead(cleared("revoked"), true, true, 0);
+    run(controller, pub, tel, 0, 20000, true);
+    CHECK_STR(pub.named("tokenflow/status").back().data, noneBecause("revoked"));
+    controller.ledgerRead(tokenflow::LedgerValue::string(kTokenB, "active"), true, true, 20000);
+    CHECK(controller.clearReason() == tokenflow::ClearReason::None);
+    run(controller, pub, tel, 20000, 21000, true);
+    CHECK_STR(pub.named("tokenflow/status").back().data, statusData(kFpB, true));
+    CHECK_EQ(countData(pub, kTokenB, 20000), 1u);
+}
+
+// The shared vectors (test/vectors/ledger_states.json, also read by tests/unit/test_firmware_contract.py):
+// each Ledger content, as Device OS hands it over, gives the agreed report and data decision.
+TEST(controller_ledger_state_vectors_give_the_agreed_status_and_data) {
+    const testjson::Value doc = testjson::parseFile(TOKENFLOW_LEDGER_VECTORS);
+    const auto& list = doc["ledger_states"];
+    CHECK(list.size() >= 10);
+    for (const auto& v : list.array) {
+        const auto& ledger = v["ledger"];
+        tokenflow::LedgerValue value;
+        std::string token;
+        std::string state;
+        if (ledger.has("state") && ledger["state"].kind == testjson::Value::Kind::String) {
+            state = ledger["state"].string;
+            value.state = state.c_str();
+        }
+        if (ledger.has("blynk_token")) {
+            const auto& t = ledger["blynk_token"];
+            if (t.kind == testjson::Value::Kind::String) {
+                token = t.string;
+                value.kind = tokenflow::LedgerValue::Kind::String;
+                value.token = token.c_str();
+            } else if (t.kind == testjson::Value::Kind::Null) {
+                value.kind = tokenflow::LedgerValue::Kind::Null;
+            } else {
+                value.kind = tokenflow::LedgerValue::Kind::Other;
+            }
+        }
+        ControllerConfig config = quietConfig();
+        config.firmwareVersion = "1.0.0";
+        Controller controller(config);
+        RecordingPublisher pub;
+        FakeTelemetry tel;
+        controller.begin(0, 1);
+        controller.ledgerRead("ghijklmnopqrstuvwxyz0123456789-_", true, true, 0);  // held another token before
+        run(controller, pub, tel, 0, 2000, true);
+        controller.ledgerRead(value, true, true, 2000);
+        run(controller, pub, tel, 2000, 4000, true);
+        const std::string name = v["name"].string;
+        const auto status = pub.named("tokenflow/status");
+        if (status.empty() || status.back().data != v["status"].string) {
+            minitest::fail(__FILE__, __LINE__, name + ": status \"" + (status.empty() ? "" : status.back().data) +
+                                                   "\" != \"" + v["status"].string + "\"");
+        }
+        const bool sent = countData(pub, token.c_str(), 2000) > 0;
+        if (sent != v["sends_data"].boolean) minitest::fail(__FILE__, __LINE__, name + ": data decision differs");
+        if (!v["sends_data"].boolean && !controller.holdsNoTokenBytes()) {
+            minitest::fail(__FILE__, __LINE__, name + ": token bytes left in RAM");
+        }
+    }
 }

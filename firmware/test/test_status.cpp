@@ -39,3 +39,23 @@ TEST(status_small_buffer_fails_without_overflow) {
     CHECK_STR(out, "");
     for (size_t i = 10; i < sizeof(out); ++i) CHECK(out[i] == 'Z');
 }
+
+TEST(status_reason_follows_synced_only_without_a_token) {
+    char out[tokenflow::kStatusDataCapacity];
+    using tokenflow::ClearReason;
+    CHECK(tokenflow::formatStatusData(out, sizeof(out), TokenState::None, nullptr, "1.0.0", true,
+                                      ClearReason::Revoked) > 0);
+    CHECK_STR(out, "v=1;token=none;fw=1.0.0;synced=1;reason=revoked");
+    CHECK(tokenflow::formatStatusData(out, sizeof(out), TokenState::None, nullptr, "1.0.0", false,
+                                      ClearReason::Transferred) > 0);
+    CHECK_STR(out, "v=1;token=none;fw=1.0.0;synced=0;reason=transferred");
+    // No reason, or a token (valid or not) in the Ledger: the v=1 data of before, unchanged.
+    tokenflow::formatStatusData(out, sizeof(out), TokenState::None, nullptr, "1.0.0", true, ClearReason::None);
+    CHECK_STR(out, "v=1;token=none;fw=1.0.0;synced=1");
+    tokenflow::formatStatusData(out, sizeof(out), TokenState::Invalid, nullptr, "1.0.0", true, ClearReason::Revoked);
+    CHECK_STR(out, "v=1;token=invalid;fw=1.0.0;synced=1");
+    // The longest report fits the buffer the controller uses.
+    const std::string longVersion(100, '9');
+    CHECK(tokenflow::formatStatusData(out, sizeof(out), TokenState::None, nullptr, longVersion.c_str(), true,
+                                      ClearReason::Transferred) > 0);
+}

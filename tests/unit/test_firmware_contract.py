@@ -215,3 +215,88 @@ def test_blynk_payload_renders_into_the_request() -> None:
 def test_firmware_ledger_name_matches_the_stack_default() -> None:
     assert config_value("TOKENFLOW_LEDGER_NAME") == Settings.particle_ledger
     assert config_value("TOKENFLOW_LEDGER_KEY") == "blynk_token"
+
+
+# --- the Ledger's delivery and cleared states (firmware/test/vectors/ledger_states.json) ----------------
+
+LEDGER_STATES = json.loads(
+    (FIRMWARE / "test" / "vectors" / "ledger_states.json").read_text(encoding="utf-8")
+)["ledger_states"]
+CLEAR_REASONS = ("revoked", "transferred")
+
+
+def _vector_for(ledger: dict[str, Any]) -> dict[str, Any]:
+    matches = [v for v in LEDGER_STATES if v["ledger"] == ledger]
+    assert len(matches) == 1, f"no single firmware vector for the Ledger content {ledger!r}"
+    return matches[0]
+
+
+@pytest.mark.parametrize("reason", CLEAR_REASONS)
+def test_cleared_state_the_cloud_writes_makes_the_firmware_report_none_with_the_reason(reason: str) -> None:
+    # The cloud's cleared state, exactly as the contract fixes it.
+    vector = _vector_for({"blynk_token": "", "state": reason})
+    assert vector["sends_data"] is False
+    fields = parse_status_data(vector["status"])
+    assert fields["token"] == "none"
+    assert fields["reason"] == reason
+    assert fields["synced"] == "1"
+
+
+@pytest.mark.parametrize("token", BLYNK_DOC_TOKENS)
+def test_delivery_the_cloud_writes_makes_the_firmware_report_the_fingerprint(token: str) -> None:
+    matches = [v for v in LEDGER_STATES if v["ledger"].get("blynk_token") == token and v["sends_data"]]
+    assert matches, "the vectors must hold a delivery of each documented token"
+    for vector in matches:
+        assert vector["ledger"].get("state", "active") == "active"
+        fields = parse_status_data(vector["status"])
+        assert fields["token"] == fingerprint(token)
+        assert "reason" not in fields
+
+
+@pytest.mark.parametrize("vector", LEDGER_STATES, ids=lambda v: v["name"])
+def test_every_ledger_state_report_is_accepted_by_the_webhook(vector: dict[str, Any]) -> None:
+    hook = load_integration("tokenflow-status.json")
+    body = render(
+        hook["json"],
+        {
+            "PARTICLE_EVENT_NAME": STATUS_EVENT,
+            "PARTICLE_EVENT_VALUE": vector["status"],
+            "PARTICLE_DEVICE_ID": DEVICE_ID,
+            "PARTICLE_PUBLISHED_AT": "2026-01-02T03:04:05.678Z",
+        },
+    )
+    status = parse_status_event(body)
+    fields = parse_status_data(vector["status"])
+    # The firmware sends data exactly when it reports holding a token.
+    assert status.has_token is vector["sends_data"]
+    assert status.holds == ("token" if vector["sends_data"] else fields["token"])
+    # A reason only ever comes with token=none, and only one of the contract's values.
+    if "reason" in fields:
+        assert fields["reason"] in CLEAR_REASONS and status.holds == "none"
+    # The v=1 status data of before, plus at most the optional reason key.
+    assert set(fields) <= {"v", "token", "fw", "synced", "reason"}
+    assert vector["status"].startswith(f"v=1;token={fields['token']};fw=1.0.0;synced=1")
+
+
+def test_ledger_state_vectors_cover_the_contract() -> None:
+    names = {v["name"] for v in LEDGER_STATES}
+    assert len(names) == len(LEDGER_STATES)
+    reasons = {parse_status_data(v["status"]).get("reason") for v in LEDGER_STATES}
+    assert reasons == {None, *CLEAR_REASONS}
+    tokens = {parse_status_data(v["status"])["token"] for v in LEDGER_STATES}
+    assert {"none", "invalid"} <= tokens and tokens - {"none", "invalid"}
+    # A token under a cleared state is never used: the two words contradict each other.
+    for v in LEDGER_STATES:
+        ledger = v["ledger"]
+        if ledger.get("state") in CLEAR_REASONS and ledger.get("blynk_token"):
+            assert v["sends_data"] is False
+            assert parse_status_data(v["status"])["token"] == "invalid"
+
+
+def test_firmware_reads_the_ledger_keys_the_cloud_writes() -> None:
+    assert config_value("TOKENFLOW_LEDGER_KEY") == "blynk_token"
+    assert config_value("TOKENFLOW_LEDGER_STATE_KEY") == "state"
+    # The names the firmware matches are the contract's, spelled the same in its source.
+    source = (FIRMWARE / "lib" / "tokenflow_core" / "src" / "ledger.cpp").read_text(encoding="utf-8")
+    for reason in CLEAR_REASONS:
+        assert f'"{reason}"' in source

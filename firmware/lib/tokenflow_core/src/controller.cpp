@@ -20,28 +20,66 @@ void Controller::begin(uint32_t now, uint32_t seed) {
 
 void Controller::askForStatus() { statusPending_ = true; }
 
-void Controller::ledgerRead(const char* value, bool synced, bool fromSync, uint32_t now) {
+void Controller::wipeToken() {
+    // Every copy of the token this object made: the token, its fingerprint, and the last Blynk payload.
+    memset(token_, 0, sizeof(token_));
+    memset(fingerprint_, 0, sizeof(fingerprint_));
+    memset(payload_, 0, sizeof(payload_));
+}
+
+bool Controller::holdsNoTokenBytes() const {
+    for (char c : token_) {
+        if (c != 0) return false;
+    }
+    for (char c : fingerprint_) {
+        if (c != 0) return false;
+    }
+    for (char c : payload_) {
+        if (c != 0) return false;
+    }
+    return true;
+}
+
+void Controller::ledgerRead(const LedgerValue& value, bool synced, bool fromSync, uint32_t now) {
     (void)now;
     synced_ = synced;
-    const TokenState state = classifyToken(value);
-    const bool changed = state != state_ || (state == TokenState::Valid && strcmp(value, token_) != 0);
+    if (fromSync) {
+        syncedSinceBoot_ = true;  // the cloud's current word: the flash copy is no longer in doubt
+    }
+    const LedgerVerdict verdict = judgeLedger(value);
+    const bool changed = verdict.state != state_ || verdict.reason != reason_ ||
+                         (verdict.state == TokenState::Valid && strcmp(value.token, token_) != 0);
     if (changed) {
         ++counters_.tokenChanges;
-        // Switch at once: from the next publish on only the new token (or none) is used.
-        memset(token_, 0, sizeof(token_));
-        memset(fingerprint_, 0, sizeof(fingerprint_));
-        if (state == TokenState::Valid) {
-            memcpy(token_, value, kTokenLength);
+        // Switch at once: from the next publish on only the new token (or none) is used, and the old
+        // one is gone from RAM.
+        wipeToken();
+        if (verdict.state == TokenState::Valid) {
+            memcpy(token_, value.token, kTokenLength);
             tokenflow::fingerprint(token_, kTokenLength, fingerprint_);
             dataPending_ = true;  // let Blynk hear from the device under its new token right away
+        } else {
+            dataPending_ = false;  // a request for readings made under the old token dies with it
+            dataFailed_ = false;
         }
-        state_ = state;
+        state_ = verdict.state;
+        reason_ = verdict.reason;
         backoff_.reset();  // a device that just lost its token asks again within seconds
         askForStatus();
     }
     if (fromSync) {
         askForStatus();
     }
+}
+
+bool Controller::waitingForFirstSync(uint32_t now) const {
+    if (syncedSinceBoot_) {
+        return false;
+    }
+    if (config_.firstSyncGraceMs == 0 || !everConnected_) {
+        return true;  // no bound, or the grace time has not started: it runs from the first connection
+    }
+    return elapsed(now, firstConnectAt_) < config_.firstSyncGraceMs;
 }
 
 bool Controller::statusDue(uint32_t now) const {
@@ -55,25 +93,32 @@ bool Controller::dataDue(uint32_t now) const {
     if (state_ != TokenState::Valid) {
         return false;  // never publish to Blynk without a valid token
     }
+    if (waitingForFirstSync(now)) {
+        return false;  // the token may be a stale flash copy: wait for the cloud's word (or the grace time)
+    }
     if (dataPending_) {
         return !dataFailed_ || elapsed(now, dataLast_) >= config_.publishRetryMs;
     }
     return elapsed(now, dataLast_) >= config_.dataIntervalMs;
 }
 
-Published Controller::loop(uint32_t now, bool connected, Publisher& publisher, Telemetry& telemetry) {
+CloudAccepted Controller::loop(uint32_t now, bool connected, Publisher& publisher, Telemetry& telemetry) {
     if (!connected) {
         connected_ = false;
-        return Published::Nothing;
+        return CloudAccepted::Nothing;
     }
     if (!connected_) {
         connected_ = true;
+        if (!everConnected_) {
+            everConnected_ = true;
+            firstConnectAt_ = now;
+        }
         backoff_.reset();
         askForStatus();  // report after every (re)connect
     }
     // 0: the event size is not known yet (Device OS answers it only once connected): wait.
     if (publisher.maxDataSize() == 0 || !bucket_.available(now)) {
-        return Published::Nothing;
+        return CloudAccepted::Nothing;
     }
     // The status report goes first: it is what gets a device without a token its token.
     if (statusDue(now)) {
@@ -82,35 +127,38 @@ Published Controller::loop(uint32_t now, bool connected, Publisher& publisher, T
     if (dataDue(now)) {
         return sendData(now, publisher, telemetry);
     }
-    return Published::Nothing;
+    return CloudAccepted::Nothing;
 }
 
-Published Controller::sendStatus(uint32_t now, Publisher& publisher) {
+CloudAccepted Controller::sendStatus(uint32_t now, Publisher& publisher) {
     char data[kStatusDataCapacity];
-    const size_t len = formatStatusData(data, sizeof(data), state_, fingerprint_, config_.firmwareVersion, synced_);
+    const size_t len =
+        formatStatusData(data, sizeof(data), state_, fingerprint_, config_.firmwareVersion, synced_, reason_);
     statusLast_ = now;
     if (len == 0 || len > publisher.maxDataSize()) {
         // Cannot happen with a sane configuration; give up on this report rather than loop on it.
         ++counters_.oversize;
         statusPending_ = false;
         statusWait_ = hasToken() ? config_.heartbeatMs : backoff_.next(jitter_);
-        return Published::Nothing;
+        return CloudAccepted::Nothing;
     }
     bucket_.take(now);
-    if (!publisher.publish(config_.statusEvent, data)) {
+    // The status report is how the cloud learns what the device holds (and confirms or re-sends its
+    // token): it asks for the cloud's acknowledgement.
+    if (!publisher.publish(config_.statusEvent, data, Ack::Required)) {
         ++counters_.publishFailures;
         statusPending_ = true;
         statusFailed_ = true;
-        return Published::Nothing;
+        return CloudAccepted::Nothing;
     }
-    ++counters_.statusSent;
+    ++counters_.statusAccepted;
     statusPending_ = false;
     statusFailed_ = false;
     statusWait_ = hasToken() ? config_.heartbeatMs : backoff_.next(jitter_);
-    return Published::Status;
+    return CloudAccepted::Status;
 }
 
-Published Controller::sendData(uint32_t now, Publisher& publisher, Telemetry& telemetry) {
+CloudAccepted Controller::sendData(uint32_t now, Publisher& publisher, Telemetry& telemetry) {
     size_t maxLen = publisher.maxDataSize();
     if (maxLen > kMaxPayload) {
         maxLen = kMaxPayload;
@@ -125,19 +173,20 @@ Published Controller::sendData(uint32_t now, Publisher& publisher, Telemetry& te
         ++counters_.oversize;
         dataPending_ = false;
         dataFailed_ = false;
-        return Published::Nothing;
+        return CloudAccepted::Nothing;
     }
     bucket_.take(now);
-    if (!publisher.publish(config_.dataEvent, payload_)) {
+    // Readings repeat every interval; a lost one is replaced by the next, so the default suffices.
+    if (!publisher.publish(config_.dataEvent, payload_, Ack::Default)) {
         ++counters_.publishFailures;
         dataPending_ = true;
         dataFailed_ = true;
-        return Published::Nothing;
+        return CloudAccepted::Nothing;
     }
-    ++counters_.dataSent;
+    ++counters_.dataAccepted;
     dataPending_ = false;
     dataFailed_ = false;
-    return Published::Data;
+    return CloudAccepted::Data;
 }
 
 }  // namespace tokenflow

@@ -1,12 +1,19 @@
 // The device's whole token logic, free of Device OS: it is told what the Ledger holds, whether the
 // cloud is connected and what time it is, and decides what to publish and when. main.cpp only feeds
 // it and carries out its publishes.
+//
+// What a successful publish means, and no more: Particle.publish() returned true, i.e. the Particle
+// cloud acknowledged the event (status reports ask for WITH_ACK). It says nothing about whether the
+// Blynk webhook ran, whether Blynk accepted the readings, or whether Tokenflow confirmed the token:
+// those are only visible on the cloud side (hook-response events, the Tokenflow API). Hence the names
+// below say "accepted by the cloud", never "delivered" or "confirmed".
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 
 #include "json_writer.h"
+#include "ledger.h"
 #include "pacing.h"
 #include "status.h"
 #include "token.h"
@@ -25,13 +32,25 @@ struct ControllerConfig {
     uint32_t publishRetryMs = 10000;         // after a failed publish
     uint32_t publishBurst = 4;               // Particle: bursts of up to 4 ...
     uint32_t publishRefillMs = 1000;         // ... and about 1 event per second
+    // A Cloud-to-Device Ledger is read from flash at boot, before it has synced: the copy may hold a
+    // token the cloud has since revoked. Data waits for the first Ledger sync after boot, or until
+    // this long after the first cloud connection when no sync comes (the flash copy is then used).
+    // 0: no bound, data waits for a sync however long it takes. Status reports never wait.
+    uint32_t firstSyncGraceMs = 60000;
+};
+
+// How much a publish should insist on the cloud's acknowledgement.
+enum class Ack {
+    Default,   // Device OS's default: PRIVATE
+    Required,  // WITH_ACK: the design counts on this event reaching the Particle cloud
 };
 
 // Carries out one publish; Device OS in main.cpp, a recorder in the tests.
 class Publisher {
 public:
     virtual ~Publisher() = default;
-    virtual bool publish(const char* event, const char* data) = 0;
+    // true: the Particle cloud accepted the event (see the note at the top of this file).
+    virtual bool publish(const char* event, const char* data, Ack ack) = 0;
     virtual size_t maxDataSize() = 0;  // Particle.maxEventDataSize(); 0 while unknown
 };
 
@@ -42,7 +61,8 @@ public:
     virtual void addFields(JsonObjectWriter& out) = 0;
 };
 
-enum class Published { Nothing, Status, Data };
+// What one loop pass handed to Device OS and the Particle cloud accepted.
+enum class CloudAccepted { Nothing, Status, Data };
 
 class Controller {
 public:
@@ -52,27 +72,37 @@ public:
 
     void begin(uint32_t now, uint32_t seed);
 
-    // What the Ledger holds under the token key: nullptr if the key is absent. `synced`: the Ledger has
-    // synced with the cloud at least once (lastSynced() != 0). `fromSync`: this read follows a sync,
-    // which the device acknowledges with a status report.
-    void ledgerRead(const char* value, bool synced, bool fromSync, uint32_t now);
+    // What the Ledger holds. `synced`: the Ledger has synced with the cloud at least once
+    // (lastSynced() != 0; persists across reboots). `fromSync`: this read follows an onSync callback,
+    // which the device acknowledges with a status report and which opens the first-sync gate.
+    void ledgerRead(const LedgerValue& value, bool synced, bool fromSync, uint32_t now);
+    // Shorthand: a string value (nullptr: no entry) without a `state` entry.
+    void ledgerRead(const char* value, bool synced, bool fromSync, uint32_t now) {
+        ledgerRead(LedgerValue::string(value), synced, fromSync, now);
+    }
 
     // Send the readings at the next chance (the blueprint's blynk_led function does this).
     void requestData() { dataPending_ = true; }
 
     // Call from loop(): publishes at most one event.
-    Published loop(uint32_t now, bool connected, Publisher& publisher, Telemetry& telemetry);
+    CloudAccepted loop(uint32_t now, bool connected, Publisher& publisher, Telemetry& telemetry);
 
     TokenState tokenState() const { return state_; }
+    ClearReason clearReason() const { return reason_; }
     bool hasToken() const { return state_ == TokenState::Valid; }
     const char* token() const { return token_; }              // "" without a valid token
     const char* fingerprint() const { return fingerprint_; }  // "" without a valid token
     bool synced() const { return synced_; }
+    bool syncedSinceBoot() const { return syncedSinceBoot_; }
+    // Data is held back: no Ledger sync since boot and the grace time has not run out.
+    bool waitingForFirstSync(uint32_t now) const;
     uint32_t statusWaitMs() const { return statusWait_; }     // next repeat after the last report (0: none)
+    // No byte of the token is left in the controller's memory (token, fingerprint, last payload).
+    bool holdsNoTokenBytes() const;
 
     struct Counters {
-        uint32_t statusSent = 0;
-        uint32_t dataSent = 0;
+        uint32_t statusAccepted = 0;  // Particle.publish returned true for a status report
+        uint32_t dataAccepted = 0;    // ... for a Blynk payload (not: Blynk accepted it)
         uint32_t publishFailures = 0;
         uint32_t oversize = 0;  // payloads dropped because they exceeded maxDataSize()
         uint32_t tokenChanges = 0;
@@ -82,9 +112,10 @@ public:
 private:
     bool statusDue(uint32_t now) const;
     bool dataDue(uint32_t now) const;
-    Published sendStatus(uint32_t now, Publisher& publisher);
-    Published sendData(uint32_t now, Publisher& publisher, Telemetry& telemetry);
+    CloudAccepted sendStatus(uint32_t now, Publisher& publisher);
+    CloudAccepted sendData(uint32_t now, Publisher& publisher, Telemetry& telemetry);
     void askForStatus();
+    void wipeToken();
 
     ControllerConfig config_;
     TokenBucket bucket_;
@@ -92,10 +123,15 @@ private:
     Jitter jitter_;
 
     TokenState state_ = TokenState::None;
+    ClearReason reason_ = ClearReason::None;
     char token_[kTokenLength + 1] = {};
     char fingerprint_[kFingerprintLength + 1] = {};
     bool synced_ = false;
     bool connected_ = false;
+
+    bool syncedSinceBoot_ = false;  // an onSync has been seen since begin()
+    bool everConnected_ = false;    // the first connection since begin() has happened ...
+    uint32_t firstConnectAt_ = 0;   // ... at this time (the grace time runs from here)
 
     bool statusPending_ = false;  // a report is asked for now (connect, sync, token change)
     bool statusFailed_ = false;   // the last attempt failed: wait publishRetryMs
@@ -107,7 +143,7 @@ private:
     uint32_t dataLast_ = 0;
 
     Counters counters_;
-    char payload_[kMaxPayload + 1] = {};
+    char payload_[kMaxPayload + 1] = {};  // holds the token after a data publish: wiped with it
 };
 
 }  // namespace tokenflow

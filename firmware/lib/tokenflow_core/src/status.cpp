@@ -48,7 +48,7 @@ private:
 }  // namespace
 
 size_t formatStatusData(char* out, size_t cap, TokenState state, const char* fingerprint,
-                        const char* firmwareVersion, bool synced) {
+                        const char* firmwareVersion, bool synced, ClearReason reason) {
     Out o(out, cap);
     if (state == TokenState::Valid && (fingerprint == nullptr || strlen(fingerprint) != kFingerprintLength)) {
         o.fail();  // a valid token needs its fingerprint: refuse rather than send a bad report
@@ -73,6 +73,11 @@ size_t formatStatusData(char* out, size_t cap, TokenState state, const char* fin
     }
     o.put(";synced=");
     o.put(synced ? '1' : '0');
+    const char* why = state == TokenState::None ? clearReasonName(reason) : nullptr;
+    if (why != nullptr) {
+        o.put(";reason=");
+        o.put(why);
+    }
     return o.finish();
 }
 

@@ -3,6 +3,7 @@
 
 #include "controller.h"
 #include "json_writer.h"
+#include "ledger.h"
 #include "pacing.h"
 #include "sha256.h"
 #include "status.h"
