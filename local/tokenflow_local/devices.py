@@ -1,20 +1,34 @@
 """Simulated devices that behave like the Tokenflow firmware (firmware/src, firmware/lib/tokenflow_core).
 
-Each device of the Particle simulator's fleet that can reach the cloud (not quarantined, not denied,
-online) does what the firmware does with its device-scoped Cloud-to-Device Ledger:
+Each device of the Particle simulator's fleet follows the firmware's rules with its device-scoped
+Cloud-to-Device Ledger, and reads what the DEVICE holds (its own synced copy, as Device OS keeps it in
+flash), never the cloud's current instance:
 
-- reads the Ledger's ``blynk_token`` and checks that it looks like an AuthToken;
-- publishes the ``tokenflow/status`` event (``v=1;token=<fingerprint|none|invalid>;fw=..;synced=..``)
-  when it connects and whenever its Ledger changes; the Particle integration
-  (firmware/integrations/tokenflow-status.json) forwards it to ``POST /webhooks/particle`` with the
-  shared-secret header, and the simulated fleet posts exactly that body;
-- while it holds no valid token (none, or a malformed value), repeats the report with exponential
-  backoff and jitter (the firmware's 5 s, 10 s, 20 s ... up to 10 minutes; shorter here), so
-  Tokenflow learns that it still waits; with a valid token it stays quiet until the Ledger changes.
+- it judges its copy as the firmware's ``judgeLedger`` does (firmware/lib/tokenflow_core/src/ledger.h,
+  shared vectors in firmware/test/vectors/ledger_states.json): a valid AuthToken under ``state``
+  ``active`` (or no state) is its token; the cleared state (``blynk_token`` empty, ``state``
+  ``revoked``/``transferred``) means no token: it drops the token at once, stops sending data and
+  reports ``token=none`` with ``reason=<state>``; a token under a cleared state, or anything that is not
+  an AuthToken, is ``invalid``;
+- a deleted instance never reaches the device (Particle documents no way for it to), so the device
+  keeps the token of its last synced copy;
+- after a boot it reads its flash copy but sends no data under that token until its first Ledger sync
+  since the boot (or until ``first_sync_grace`` seconds after it connected, the firmware's
+  ``firstSyncGraceMs``); the status report goes out at once, with ``synced=0``;
+- it publishes ``tokenflow/status`` (``v=1;token=<fingerprint|none|invalid>;fw=..;synced=..[;reason=..]``)
+  when it connects (and so after a boot), after every Ledger sync and whenever what it holds changes;
+  the Particle integration (firmware/integrations/tokenflow-status.json) forwards it to
+  ``POST /webhooks/particle`` with the shared-secret header, and the simulated fleet posts exactly that
+  body;
+- while it holds no valid token (none, cleared, or a malformed value) it repeats the report with
+  exponential backoff and jitter (the firmware's 5 s, 10 s, 20 s ... up to 10 minutes; shorter here),
+  so Tokenflow learns that it still waits; with a valid token it stays quiet until something changes;
+- with a usable token it "sends data" once per tick: the count per token fingerprint is kept, so tests
+  can prove that a revoked token is never used after the revoke reached the device.
 
-The Particle cloud pushes Ledger changes to devices; here the fleet reads every Ledger instance from
-the simulator's control API in one request per tick (``GET /_sim/ledgers``), which is how each device
-learns of its own, without one request per device per tick.
+The fleet reads every device's own copy from the simulator's control API in one request per tick
+(``GET /_sim/device-ledgers``), which is how each device learns of its syncs, without one request per
+device per tick.
 
     fleet = DeviceFleet("http://127.0.0.1:4000", "http://127.0.0.1:3000/webhooks/particle", secret)
     fleet.start(); ...; fleet.stop()
@@ -25,15 +39,17 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
 
 from tokenflow.device_status import (
+    CLEAR_REASONS,
     STATUS_EVENT,
     TOKEN_INVALID,
     TOKEN_NONE,
@@ -43,19 +59,75 @@ from tokenflow.device_status import (
 from tokenflow.tokens import fingerprint, is_auth_token
 
 LEDGER_TOKEN_KEY = "blynk_token"  # noqa: S105 (the Ledger key's name, TOKENFLOW_LEDGER_KEY in the firmware)
+LEDGER_STATE_KEY = "state"
 SECRET_HEADER = "X-Tokenflow-Secret"  # noqa: S105 (a header name)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the firmware makes of its Ledger copy (``LedgerVerdict``)."""
+
+    holds: str  # "token", "none" or "invalid"
+    fingerprint: str | None = None  # with "token"
+    reason: str | None = None  # with "none": "revoked" or "transferred" when the cloud cleared it
+
+
+def judge_ledger(data: dict[str, Any] | None) -> Verdict:
+    """The firmware's ``judgeLedger`` rules, on the device's copy (None: it never received one).
+
+    - no entry, null or "" -> no token, with the reason the ``state`` entry names (if it is one of
+      the cleared states);
+    - a value that is not a string -> invalid;
+    - a non-empty string under a cleared state contradicts itself -> invalid (never sent to Blynk);
+    - otherwise the string is a token if it is an AuthToken, else invalid."""
+    if data is None:
+        return Verdict(TOKEN_NONE)
+    value = data.get(LEDGER_TOKEN_KEY)
+    state = data.get(LEDGER_STATE_KEY)
+    cleared = state if isinstance(state, str) and state in CLEAR_REASONS else None
+    if value is None or value == "":
+        return Verdict(TOKEN_NONE, reason=cleared)
+    if not isinstance(value, str) or cleared or not is_auth_token(value):
+        return Verdict(TOKEN_INVALID)
+    return Verdict("token", fingerprint=fingerprint(value))
+
+
+def status_for(verdict: Verdict, firmware: str, synced: bool) -> str:
+    """The status data the firmware publishes for what it holds."""
+    return format_status_data(
+        verdict.fingerprint,
+        firmware,
+        invalid=verdict.holds == TOKEN_INVALID,
+        synced=synced,
+        reason=verdict.reason,
+    )
 
 
 @dataclass
 class SimulatedDevice:
     device_id: str
     firmware: str
+    boot: int = 0
+    online: bool = False
+    connected_at: float | None = None  # first connection since this boot (the grace time's start)
+    synced_since_boot: bool = False
+    synced_at: str | None = None  # the last sync this device reported
+    holds: str | None = None  # fingerprint of the token in its RAM (a valid one only)
+    usable: bool = False  # may send data under it: synced since boot, or the grace time is over
+    reason: str | None = None  # why it holds none, when the cloud cleared it
     reported: str | None = None  # the status data Tokenflow last accepted
     pending: str | None = None  # the status data the device wants to report
+    # Connects, boots, syncs and changes each ask for a report, even when the status reads the same:
+    # ``triggers`` counts them, ``acked`` is the count the last accepted report answered.
+    triggers: int = 0
+    acked: int = 0
+    sending: int = 0
+    busy: bool = False  # a report is on its way
     next_report: float = 0.0
     retry: float = 0.0
     reports: int = 0
     failures: int = 0
+    data_sent: Counter[str] = field(default_factory=Counter)  # fingerprint -> data publishes
 
     @property
     def holds_token(self) -> bool:
@@ -64,20 +136,15 @@ class SimulatedDevice:
             return False
         return parse_status_data(self.reported)["token"] not in (TOKEN_NONE, TOKEN_INVALID)
 
+    @property
+    def uses(self) -> str | None:
+        """The fingerprint of the token it sends data under now (None: it sends none)."""
+        return self.holds if self.usable else None
+
 
 def _asks(status: str) -> bool:
     """A device without a valid token keeps reporting (with backoff) until it gets one."""
     return parse_status_data(status)["token"] in (TOKEN_NONE, TOKEN_INVALID)
-
-
-def status_for(ledger: dict[str, Any] | None, firmware: str) -> str:
-    """What a device publishes for a given Ledger instance data (None: no instance yet)."""
-    value = (ledger or {}).get(LEDGER_TOKEN_KEY)
-    if value is None or value == "":
-        return format_status_data(None, firmware, synced=ledger is not None)
-    if not isinstance(value, str) or not is_auth_token(value):
-        return format_status_data(None, firmware, invalid=True)
-    return format_status_data(fingerprint(value), firmware)
 
 
 class DeviceFleet:
@@ -94,6 +161,7 @@ class DeviceFleet:
         max_retry: float = 30.0,
         jitter: float = 0.2,
         firmware: str = "1.0.0",
+        first_sync_grace: float = 60.0,
         workers: int = 4,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -108,6 +176,8 @@ class DeviceFleet:
         self.max_retry = max_retry
         self.jitter = jitter
         self.firmware = firmware
+        # The firmware's firstSyncGraceMs (60 s by default; 0: data waits for a sync however long).
+        self.first_sync_grace = first_sync_grace
         self.rng = rng or random.Random()
         self.clock = clock
         self.devices: dict[str, SimulatedDevice] = {}
@@ -140,7 +210,7 @@ class DeviceFleet:
                 self._note(f"tick: {type(exc).__name__}")
             self._stop.wait(self.interval)
 
-    # ---- what the fleet reports --------------------------------------------------------------------
+    # ---- what the fleet reports and holds ------------------------------------------------------------
 
     def reported(self) -> dict[str, str | None]:
         """device id -> the status data Tokenflow last accepted from it."""
@@ -151,36 +221,87 @@ class DeviceFleet:
         with self._lock:
             return sum(1 for d in self.devices.values() if d.holds_token)
 
+    def holding(self) -> dict[str, str | None]:
+        """device id -> fingerprint of the token in its RAM (None: it holds none)."""
+        with self._lock:
+            return {d.device_id: d.holds for d in self.devices.values()}
+
+    def using(self) -> dict[str, str | None]:
+        """device id -> fingerprint of the token it sends data under now (None: it sends none)."""
+        with self._lock:
+            return {d.device_id: d.uses for d in self.devices.values()}
+
+    def data_sent(self) -> dict[str, dict[str, int]]:
+        """device id -> {token fingerprint: data publishes made under it}."""
+        with self._lock:
+            return {d.device_id: dict(d.data_sent) for d in self.devices.values()}
+
     # ---- one tick ----------------------------------------------------------------------------------
 
     def step(self) -> int:
-        """Read the fleet and the Ledgers once, publish what is due; the number of reports sent."""
-        fleet = self._get("/_sim/devices")["devices"]
-        ledgers = {
-            i["device_id"]: i["data"]
-            for i in self._get("/_sim/ledgers")["instances"]
-            if i["prefix"] == self.prefix and i["ledger"] == self.ledger
-        }
+        """Read every device's own Ledger copy once, publish what is due; the number of reports sent."""
+        views = self._get("/_sim/device-ledgers", params={"prefix": self.prefix, "ledger": self.ledger})[
+            "devices"
+        ]
         now = self.clock()
         due: list[SimulatedDevice] = []
         with self._lock:
-            for info in fleet:
-                if info.get("quarantined") or info.get("denied") or not info.get("online", True):
-                    continue  # such a device does not reach the cloud: it publishes nothing
-                device = self.devices.get(info["id"])
-                if device is None:  # just connected: it reports whatever its Ledger holds
-                    device = self.devices[info["id"]] = SimulatedDevice(info["id"], self.firmware)
-                status = status_for(ledgers.get(device.device_id), self.firmware)
-                if status != device.pending:  # a Ledger change (or the first look): report now
-                    device.pending = status
-                    device.next_report = now
-                    device.retry = 0.0
-                if device.next_report <= now and (status != device.reported or _asks(status)):
+            for view in views:
+                device = self.devices.get(view["device_id"])
+                if device is None:
+                    device = self.devices[view["device_id"]] = SimulatedDevice(
+                        view["device_id"], self.firmware
+                    )
+                if self._observe(device, view, now):
                     due.append(device)
                     # Busy until the report's outcome sets the next time (no double publish).
-                    device.next_report = float("inf")
+                    device.busy = True
+                    device.sending = device.triggers
         list(self._pool.map(self._publish, due))
         return len(due)
+
+    def _observe(self, device: SimulatedDevice, view: dict[str, Any], now: float) -> bool:
+        """Bring one device up to date with what it holds; True when a status report is due."""
+        trigger = False
+        if view["boot"] != device.boot:  # first sight or a reboot: RAM starts empty, flash is read
+            device.boot = view["boot"]
+            device.online = False
+            device.connected_at = None
+            device.synced_at = view["synced_at"]  # the flash copy, not a sync of this boot
+        verdict = judge_ledger(view["data"])
+        # The token lives in RAM only while the copy holds it: a cleared or changed copy drops it at once.
+        device.holds = verdict.fingerprint
+        device.reason = verdict.reason
+        device.synced_since_boot = bool(view["synced_since_boot"])
+        reachable = bool(view["online"]) and not view["quarantined"] and not view["denied"]
+        if not reachable:  # such a device does not reach the cloud: it publishes nothing
+            device.online = False
+            device.usable = False
+            return False
+        if not device.online:  # (re)connected: it reports whatever its Ledger holds
+            device.online = True
+            trigger = True
+            if device.connected_at is None:
+                device.connected_at = now
+        if view["synced_at"] != device.synced_at:  # a sync landed: the firmware acknowledges it
+            device.synced_at = view["synced_at"]
+            trigger = True
+        grace_over = bool(self.first_sync_grace) and now - device.connected_at >= self.first_sync_grace
+        device.usable = device.holds is not None and (device.synced_since_boot or grace_over)
+        if device.usable:  # one data publish per tick, under the token it holds
+            device.data_sent[device.holds] += 1
+        status = status_for(verdict, self.firmware, device.synced_since_boot)
+        if status != device.pending:  # what it holds changed (or the first look): report now
+            device.pending = status
+            trigger = True
+        if trigger:
+            device.triggers += 1
+            device.retry = 0.0
+            if not device.busy:
+                device.next_report = now
+        if device.busy or device.next_report > now:
+            return False
+        return device.triggers != device.acked or status != device.reported or _asks(status)
 
     def _publish(self, device: SimulatedDevice) -> bool:
         status = device.pending or format_status_data(None, self.firmware, synced=False)
@@ -201,21 +322,25 @@ class DeviceFleet:
             ok = False
             self._note(f"{device.device_id}: {type(exc).__name__}")
         with self._lock:
+            device.busy = False
             device.reports += 1
             if ok:
                 device.reported = status
+                device.acked = max(device.acked, device.sending)
             else:
                 device.failures += 1
-            if ok and not _asks(status):
-                device.next_report = float("inf")  # holds a valid token: quiet until the Ledger changes
+            if ok and device.triggers != device.acked:
+                device.next_report = self.clock()  # something happened meanwhile: report that now
+            elif ok and not _asks(status):
+                device.next_report = float("inf")  # holds a valid token: quiet until something changes
             else:
                 # No valid token yet, or the publish failed: again later, waiting longer each time.
                 device.retry = min(self.max_retry, device.retry * 2 if device.retry else self.first_retry)
                 device.next_report = self.clock() + device.retry * (1 + self.jitter * self.rng.random())
         return ok
 
-    def _get(self, path: str) -> dict[str, Any]:
-        response = self.session.get(f"{self.particle_url}{path}", timeout=10)
+    def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        response = self.session.get(f"{self.particle_url}{path}", params=params, timeout=10)
         response.raise_for_status()
         return response.json()
 

@@ -1,15 +1,26 @@
 """A Particle Cloud simulator: the part of the API Tokenflow uses, over real HTTP.
 
-Shapes follow REFERENCE.md: product device listing with paging (``devices`` + ``meta``), device
-fields (quarantined and denied included), Ledger instances under the three path prefixes (``/v1``,
-``/v1/orgs/{org}``, ``/v1/products/{product}``) with PUT (Replace or Merge), GET, DELETE and list,
-bearer-token checks (401), unknown product or device (404), a rate limiter answering 429 (with
-``Retry-After`` unless told otherwise), and fault injection (latency, error rate, timeouts and
-dropped connections, 401) for tests and benchmarks.
+Shapes follow REFERENCE.md: product device listing with paging (``devices`` + ``meta``) and the
+filters the official SDK sends, the product device lookup, device fields (quarantined and denied
+included), Ledger instances under the three path prefixes (``/v1``, ``/v1/orgs/{org}``,
+``/v1/products/{product}``) with PUT (Replace or Merge), GET, DELETE and list, bearer-token checks
+(401), unknown product or device (404), a rate limiter answering 429 (with ``Retry-After`` unless
+told otherwise), and fault injection (latency, error rate, timeouts and dropped connections, 401)
+for tests and benchmarks.
+
+The devices' side, as Device OS keeps it: every simulated device holds its OWN copy of each of its
+Cloud-to-Device Ledger instances (its flash). A PUT reaches the copy of an online device after
+``sync_delay`` seconds (0: at once), or at the device's next connect when it is offline; a DELETE never
+reaches it (Particle documents no way for a deleted instance to reach the device). Each device also
+has a boot number and, per Ledger, whether it has synced since that boot (``Ledger.lastSynced()``
+reads the flash copy at boot, before any sync). ``ledger_data`` is what the cloud holds,
+``device_ledger`` what the device sees.
 
 Control from Python (``ParticleSimulator``) or over HTTP under ``/_sim/`` (no auth):
 ``GET /_sim/stats``, ``POST /_sim/faults``, ``POST /_sim/rate-limit``, ``GET|POST /_sim/devices``,
-``GET /_sim/ledgers``, ``POST /_sim/reset-stats``.
+``POST /_sim/devices/{id}`` (quarantined, denied, name, groups), ``POST /_sim/devices/{id}/online``,
+``POST /_sim/devices/{id}/reboot``, ``GET /_sim/device-ledgers`` (every device's own copy, in one
+answer), ``POST /_sim/ledger-sync`` (the sync delay), ``GET /_sim/ledgers``, ``POST /_sim/reset-stats``.
 
     python -m tokenflow_local.particle_sim --port 4000 --devices 25
 """
@@ -17,6 +28,7 @@ Control from Python (``ParticleSimulator``) or over HTTP under ``/_sim/`` (no au
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import random
 import re
@@ -24,6 +36,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,15 +48,31 @@ LEDGER_PATH = re.compile(
     r"/ledgers/(?P<ledger>[^/]+)/instances(?:/(?P<device>[^/]+))?$"
 )
 DEVICES_PATH = re.compile(r"^/v1/products/(?P<product>[^/]+)/devices$")
+DEVICE_PATH = re.compile(r"^/v1/products/(?P<product>[^/]+)/devices/(?P<device>[^/]+)$")
+DEFAULT_LEDGER = "blynk-tokens-c2d"
 LEDGER_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
 DEFAULT_PER_PAGE = 25
 MAX_LEDGER_BYTES = 16 * 1024
 # Route templates: the keys of the request counters (never a device id or a token).
 ROUTE_DEVICES = "/v1/products/{product}/devices"
+ROUTE_DEVICE = "/v1/products/{product}/devices/{device_id}"
 ROUTE_INSTANCE = "{prefix}/ledgers/{ledger}/instances/{device_id}"
 ROUTE_INSTANCES = "{prefix}/ledgers/{ledger}/instances"
 ROUTE_OTHER = "other"
 INVALID_TOKEN = {"error": "invalid_token", "error_description": "The access token provided is invalid."}
+# Answers captured from api.particle.io for a product device path that names no device of the product.
+DEVICE_NOT_FOUND = {"ok": False, "error": "Device not found."}
+# Platforms with a cellular modem (Device OS platform ids: boron 13, esomx/E404X 15, bsom 23, b5som 25,
+# tracker 26, trackerm 28, msom 35); argon 12 and p2 32 are Wi-Fi. Fills the ``cellular`` field.
+CELLULAR_PLATFORMS = frozenset({13, 15, 23, 25, 26, 28, 35})
+# The list route's sortAttr values (particle-api-js and Particle's Java/Swift clients document
+# deviceId, firmwareVersion and lastConnection; deviceName is accepted too) -> the device field.
+SORT_FIELDS = {
+    "deviceId": "id",
+    "deviceName": "name",
+    "firmwareVersion": "firmware_version",
+    "lastConnection": "last_handshake_at",
+}
 
 # What ``handle`` returns to drop the connection without an answer (a lost response).
 DROP = -1
@@ -76,6 +105,27 @@ class Faults:
     rng: random.Random = field(default_factory=random.Random)
 
 
+@dataclass
+class LedgerCopy:
+    """A device's own copy of one Ledger instance, as its flash holds it."""
+
+    data: dict[str, Any]
+    synced_at: str  # when it last synced (wall time)
+    cloud_updated_at: str  # the cloud instance's updated_at it came from
+
+
+@dataclass
+class DeviceSide:
+    """What the device itself knows: online or not, which boot, its Ledger copies."""
+
+    online: bool
+    boot: int = 1
+    copies: dict[tuple[str, str], LedgerCopy] = field(default_factory=dict)  # (prefix, ledger)
+    synced_since_boot: set[tuple[str, str]] = field(default_factory=set)
+    pending: dict[tuple[str, str], float] = field(default_factory=dict)  # sync due at (sim clock)
+    syncs: int = 0
+
+
 class ParticleSimulator:
     def __init__(
         self,
@@ -90,6 +140,8 @@ class ParticleSimulator:
         rate_limit: tuple[int, float] | None = None,
         rate_limit_mode: str = "sliding",
         rate_limit_retry_after: bool = True,
+        sync_delay: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.product = product
         self.product_id = product_id
@@ -100,6 +152,15 @@ class ParticleSimulator:
         self.fleet: dict[str, dict[str, Any]] = {}
         self._serial = 0
         self.ledgers: dict[tuple[str, str, str], dict[str, Any]] = {}  # (prefix, ledger, device)
+        self.device_side: dict[str, DeviceSide] = {}  # what each device holds (its flash)
+        # Seconds from a cloud change (or a connect) to the device's copy; Particle says an online
+        # device usually has it "within 30 seconds" (docs: Ledger configuration).
+        self.sync_delay = float(sync_delay)
+        self.clock = clock
+        # Syncs on their way: (due, sequence, device id, (prefix, ledger)); an entry whose device no
+        # longer expects it (offline, rebooted) is skipped when it comes due.
+        self._sync_queue: list[tuple[float, int, str, tuple[str, str]]] = []
+        self._sync_seq = 0
         self.writes: Counter[str] = Counter()
         self.requests: Counter[tuple[str, str]] = Counter()  # (method, route template)
         self.statuses: Counter[int] = Counter()
@@ -160,12 +221,14 @@ class ParticleSimulator:
         development: bool = False,
         name: str | None = None,
         serial_number: str | None = None,
+        groups: list[str] | None = None,
     ) -> str:
         """Add one device; ids are 24 lowercase hex characters, the same for the same order of calls."""
         with self.lock:
             self._serial += 1
             n = self._serial
             device_id = f"e00fce68{self.product_id:06x}{n:010x}"
+            now = _now()
             self.fleet[device_id] = {
                 "id": device_id,
                 "name": name or f"pump-{n:04d}",
@@ -173,13 +236,17 @@ class ParticleSimulator:
                 "platform_id": platform_id,
                 "product_id": self.product_id,
                 "online": online,
-                "last_heard": _now(),
+                "last_heard": now,
+                "last_handshake_at": now,
+                "cellular": platform_id in CELLULAR_PLATFORMS,
                 "firmware_version": 3,
                 "development": development,
                 "quarantined": quarantined,
                 "denied": denied,
-                "groups": [],
+                "groups": list(groups or []),
+                "notes": None,
             }
+            self.device_side[device_id] = DeviceSide(online=online)
             return device_id
 
     def add_devices(
@@ -198,17 +265,159 @@ class ParticleSimulator:
     def remove_device(self, device_id: str) -> None:
         with self.lock:
             self.fleet.pop(device_id, None)
+            self.device_side.pop(device_id, None)
+
+    def set_device(self, device_id: str, **changes: Any) -> dict[str, Any]:
+        """Change a device's product fields (quarantined, denied, name, groups); its new view."""
+        allowed = {"quarantined": bool, "denied": bool, "name": str, "groups": list}
+        unknown = set(changes) - set(allowed)
+        if unknown:
+            raise ValueError(f"unknown device fields: {sorted(unknown)}")
+        with self.lock:
+            self._settle()
+            device = self.fleet[device_id]  # KeyError: no such device
+            was_reachable = self._reachable(device_id)
+            for name, value in changes.items():
+                device[name] = [str(g) for g in value] if name == "groups" else allowed[name](value)
+            if self._reachable(device_id) and not was_reachable:  # e.g. out of quarantine: it syncs
+                self._connect(device_id)
+            return dict(device)
 
     def devices(self) -> list[dict[str, Any]]:
         with self.lock:
+            self._settle()
             return [dict(d) for d in self.fleet.values()]
 
     def ledger_data(
-        self, device_id: str, prefix: str = "/v1", ledger: str = "blynk-tokens-c2d"
+        self, device_id: str, prefix: str = "/v1", ledger: str = DEFAULT_LEDGER
     ) -> dict[str, Any] | None:
+        """What the cloud holds for the device (the instance); None when there is none."""
         with self.lock:
             instance = self.ledgers.get((prefix, ledger, device_id))
             return dict(instance["data"]) if instance else None
+
+    # ---- the devices' side (Device OS) --------------------------------------------------------
+
+    def device_ledger(
+        self, device_id: str, prefix: str = "/v1", ledger: str = DEFAULT_LEDGER
+    ) -> dict[str, Any] | None:
+        """What the device itself sees: its last synced copy (None: it never received one)."""
+        with self.lock:
+            self._settle()
+            side = self.device_side[device_id]
+            copy = side.copies.get((prefix, ledger))
+            return dict(copy.data) if copy else None
+
+    def device_view(
+        self, device_id: str, prefix: str = "/v1", ledger: str = DEFAULT_LEDGER
+    ) -> dict[str, Any]:
+        """The device's state for one Ledger: online, boot, its copy, when it synced."""
+        with self.lock:
+            self._settle()
+            return self._device_view(device_id, (prefix, ledger))
+
+    def device_views(self, prefix: str = "/v1", ledger: str = DEFAULT_LEDGER) -> list[dict[str, Any]]:
+        with self.lock:
+            self._settle()
+            return [self._device_view(d, (prefix, ledger)) for d in self.fleet]
+
+    def _device_view(self, device_id: str, key: tuple[str, str]) -> dict[str, Any]:
+        device, side = self.fleet[device_id], self.device_side[device_id]
+        copy = side.copies.get(key)
+        return {
+            "device_id": device_id,
+            "online": side.online,
+            "quarantined": bool(device.get("quarantined")),
+            "denied": bool(device.get("denied")),
+            "boot": side.boot,
+            "prefix": key[0],
+            "ledger": key[1],
+            "data": dict(copy.data) if copy else None,
+            "synced_at": copy.synced_at if copy else None,
+            "synced_since_boot": key in side.synced_since_boot,
+            "syncs": side.syncs,
+        }
+
+    def set_online(self, device_id: str, online: bool) -> None:
+        """Connect a device to the cloud (it syncs its Ledgers) or take it offline."""
+        with self.lock:
+            self._settle()
+            device, side = self.fleet[device_id], self.device_side[device_id]
+            was = side.online
+            side.online = device["online"] = bool(online)
+            if side.online and not was:
+                device["last_heard"] = device["last_handshake_at"] = _now()
+                self._connect(device_id)
+            elif not side.online:
+                side.pending.clear()  # a sync under way is lost; the next connect syncs again
+
+    def reboot(self, device_id: str, *, online: bool | None = None) -> int:
+        """Restart a device: it keeps its flash copies but has not synced since this boot; it
+        reconnects (and syncs) when it is, or is told to be, online. The new boot number."""
+        with self.lock:
+            self._settle()
+            device, side = self.fleet[device_id], self.device_side[device_id]
+            side.boot += 1
+            side.synced_since_boot.clear()
+            side.pending.clear()
+            if online is not None:
+                side.online = device["online"] = bool(online)
+            if side.online:
+                device["last_heard"] = device["last_handshake_at"] = _now()
+                self._connect(device_id)
+            return side.boot
+
+    def set_sync_delay(self, seconds: float) -> None:
+        with self.lock:
+            self.sync_delay = max(0.0, float(seconds))
+
+    def settle(self) -> None:
+        """Apply every sync whose time has come (every reader does this first)."""
+        with self.lock:
+            self._settle()
+
+    def _reachable(self, device_id: str) -> bool:
+        """Online, and neither quarantined nor denied (such a device gets no product services:
+        an assumption; Particle documents only that a quarantined device cannot publish)."""
+        device, side = self.fleet.get(device_id), self.device_side.get(device_id)
+        if device is None or side is None:
+            return False
+        return side.online and not device.get("quarantined") and not device.get("denied")
+
+    def _connect(self, device_id: str) -> None:
+        """A connect: every instance the cloud holds for the device syncs to it."""
+        for prefix, ledger, device in list(self.ledgers):
+            if device == device_id:
+                self._schedule_sync(device_id, (prefix, ledger))
+
+    def _schedule_sync(self, device_id: str, key: tuple[str, str]) -> None:
+        if not self._reachable(device_id):
+            return  # offline: it syncs at its next connect
+        side = self.device_side[device_id]
+        if key in side.pending:
+            return  # a change while a sync is on its way rides along: it carries what the cloud holds
+        due = self.clock() + self.sync_delay
+        side.pending[key] = due
+        self._sync_seq += 1
+        heapq.heappush(self._sync_queue, (due, self._sync_seq, device_id, key))
+        self._settle()
+
+    def _settle(self) -> None:
+        now = self.clock()
+        while self._sync_queue and self._sync_queue[0][0] <= now:
+            due, _, device_id, key = heapq.heappop(self._sync_queue)
+            side = self.device_side.get(device_id)
+            if side is None or side.pending.get(key) != due:
+                continue  # went offline or rebooted meanwhile: the next connect syncs
+            del side.pending[key]
+            if not self._reachable(device_id):
+                continue
+            instance = self.ledgers.get((*key, device_id))
+            if instance is None:
+                continue  # deleted in the cloud: nothing reaches the device, which keeps its copy
+            side.copies[key] = LedgerCopy(dict(instance["data"]), _now(), instance["updated_at"])
+            side.synced_since_boot.add(key)
+            side.syncs += 1
 
     def ledger_writes(self, device_id: str) -> int:
         """Ledger PUTs that took effect for this device (under any prefix)."""
@@ -291,6 +500,7 @@ class ParticleSimulator:
                 "ledger_writes": sum(self.writes.values()),
                 "devices": len(self.fleet),
                 "ledger_instances": len(self.ledgers),
+                "device_syncs": sum(s.syncs for s in self.device_side.values()),
                 "connections": self.connections,
             }
 
@@ -324,6 +534,8 @@ class ParticleSimulator:
     def route_of(path: str) -> str:
         if DEVICES_PATH.match(path):
             return ROUTE_DEVICES
+        if DEVICE_PATH.match(path):
+            return ROUTE_DEVICE
         match = LEDGER_PATH.match(path)
         if match:
             return ROUTE_INSTANCE if match["device"] else ROUTE_INSTANCES
@@ -334,6 +546,7 @@ class ParticleSimulator:
         with self.lock:
             self.requests[(method, self.route_of(path))] += 1
             faults = self.faults
+            self._settle()
         answer = self._handle(faults, method, path, query, headers, body)
         with self.lock:
             self.statuses[answer[0]] += 1
@@ -377,7 +590,12 @@ class ParticleSimulator:
         if match:
             if method != "GET":
                 return 405, {}, {"ok": False, "error": "Method not allowed"}
-            return self._list_devices(unquote(match["product"]), page, per_page)
+            return self._list_devices(unquote(match["product"]), query, page, per_page)
+        match = DEVICE_PATH.match(path)
+        if match:
+            if method != "GET":
+                return 405, {}, {"ok": False, "error": "Method not allowed"}
+            return self._get_device(unquote(match["product"]), unquote(match["device"]))
         match = LEDGER_PATH.match(path)
         if match:
             return self._ledger(method, match, query, body, page, per_page)
@@ -386,12 +604,26 @@ class ParticleSimulator:
     def _known_product(self, product: str) -> bool:
         return product in (self.product, str(self.product_id))
 
-    def _list_devices(self, product: str, page: int, per_page: int) -> Answer:
+    def _get_device(self, product: str, device_id: str) -> Answer:
+        """Particle's "Get product device information": the device object at the top level."""
         if not self._known_product(product):
             return 404, {}, {"ok": False, "error": "Product not found"}
         with self.lock:
-            fleet = list(self.fleet.values())
-            chunk = [dict(d) for d in fleet[(page - 1) * per_page : page * per_page]]
+            device = self.fleet.get(device_id)
+            if device is None:
+                return 404, {}, dict(DEVICE_NOT_FOUND)
+            return 200, {}, dict(device)
+
+    def _list_devices(self, product: str, query: dict[str, list[str]], page: int, per_page: int) -> Answer:
+        if not self._known_product(product):
+            return 404, {}, {"ok": False, "error": "Product not found"}
+        with self.lock:
+            fleet = [dict(d) for d in self.fleet.values()]
+        try:
+            fleet = _filter_and_sort(fleet, query)
+        except ValueError as exc:
+            return 400, {}, {"ok": False, "error": str(exc)}
+        chunk = fleet[(page - 1) * per_page : page * per_page]
         total_pages = max(1, -(-len(fleet) // per_page))
         return (
             200,
@@ -434,6 +666,9 @@ class ParticleSimulator:
                     return 404, {}, {"ok": False, "error": "Ledger instance not found"}
                 return 200, {}, {"instance": self._instance_view(key, self.ledgers[key])}
             if method == "DELETE":
+                # The cloud's instance only: a device keeps its flash copy (Device OS Ledger docs,
+                # "Ledger synchronization": a Cloud-to-Device Ledger is stored in the device's flash;
+                # no sync of a deletion is documented).
                 if self.ledgers.pop(key, None) is None:
                     return 404, {}, {"ok": False, "error": "Ledger instance not found"}
                 return 200, {}, {"ok": True}
@@ -460,6 +695,7 @@ class ParticleSimulator:
             "updated_at": now,
         }
         self.writes[key[2]] += 1
+        self._schedule_sync(key[2], (key[0], key[1]))
         return 200, {}, {"instance": self._instance_view(key, self.ledgers[key])}
 
     @staticmethod
@@ -476,8 +712,19 @@ class ParticleSimulator:
 
     # ---- control API (no auth: the simulator's own knobs) --------------------------------------
 
-    def control(self, method: str, path: str, body: Any) -> Answer:
+    def control(self, method: str, path: str, body: Any, query: dict[str, list[str]] | None = None) -> Answer:
         body = body if isinstance(body, dict) else {}
+        query = query or {}
+        device_route = CONTROL_DEVICE_PATH.match(path)
+        if device_route and method == "POST":
+            return self._control_device(device_route["device"], device_route["action"], body)
+        if path == "/_sim/device-ledgers" and method == "GET":
+            prefix = query.get("prefix", ["/v1"])[0]
+            ledger = query.get("ledger", [DEFAULT_LEDGER])[0]
+            return 200, {}, {"devices": self.device_views(prefix, ledger)}
+        if path == "/_sim/ledger-sync" and method == "POST":
+            self.set_sync_delay(float(body.get("delay_seconds", 0.0)))
+            return 200, {}, {"ok": True, "delay_seconds": self.sync_delay}
         if path == "/_sim/stats" and method == "GET":
             return 200, {}, self.stats()
         if path == "/_sim/reset-stats" and method == "POST":
@@ -514,6 +761,26 @@ class ParticleSimulator:
             return 200, {}, {"instances": instances}
         return 404, {}, {"ok": False, "error": "unknown control route"}
 
+    def _control_device(self, device_id: str, action: str | None, body: dict[str, Any]) -> Answer:
+        with self.lock:
+            if device_id not in self.fleet:
+                return 404, {}, dict(DEVICE_NOT_FOUND)
+        try:
+            if action == "online":
+                if not isinstance(body.get("online"), bool):
+                    return 400, {}, {"ok": False, "error": "online must be true or false"}
+                self.set_online(device_id, body["online"])
+            elif action == "reboot":
+                online = body.get("online")
+                if online is not None and not isinstance(online, bool):
+                    return 400, {}, {"ok": False, "error": "online must be true, false or absent"}
+                self.reboot(device_id, online=online)
+            else:
+                self.set_device(device_id, **body)
+        except (TypeError, ValueError) as exc:
+            return 400, {}, {"ok": False, "error": str(exc)}
+        return 200, {}, {"device": self.device_view(device_id)}
+
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         sim = self
 
@@ -541,7 +808,9 @@ class ParticleSimulator:
                     status, headers, answer = 400, {}, {"ok": False, "error": "body is not JSON"}
                 else:
                     if parts.path.startswith("/_sim/"):
-                        status, headers, answer = sim.control(self.command, parts.path, body)
+                        status, headers, answer = sim.control(
+                            self.command, parts.path, body, parse_qs(parts.query)
+                        )
                     else:
                         status, headers, answer = sim.handle(
                             self.command, parts.path, parse_qs(parts.query), self.headers, body
@@ -566,6 +835,43 @@ class ParticleSimulator:
         return Handler
 
 
+CONTROL_DEVICE_PATH = re.compile(r"^/_sim/devices/(?P<device>[0-9a-f]{24})(?:/(?P<action>online|reboot))?$")
+
+
+def _filter_and_sort(devices: list[dict[str, Any]], query: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """The list route's filters as the official SDK sends them (particle-api-js ``listDevices``:
+    ``deviceId`` and ``deviceName`` partial matches, ``groups`` a comma-separated list of full group
+    names, ``serialNumber`` partial, ``sortAttr``/``sortDir``). Without ``sortAttr`` Particle sorts by
+    last connection, newest first; the simulator keeps the order devices were added instead, so pages
+    stay stable while devices connect. Unconfirmed: case rules of the partial matches (here: id and
+    serial as given, name ignoring case) and the default ``sortDir`` (here ``asc``)."""
+
+    def arg(name: str) -> str | None:
+        values = query.get(name)
+        return values[0] if values and values[0] != "" else None
+
+    if (wanted := arg("deviceId")) is not None:
+        devices = [d for d in devices if wanted.lower() in d["id"]]
+    if (wanted := arg("deviceName")) is not None:
+        devices = [d for d in devices if wanted.lower() in str(d.get("name") or "").lower()]
+    if (wanted := arg("serialNumber")) is not None:
+        devices = [d for d in devices if wanted in str(d.get("serial_number") or "")]
+    if (wanted := arg("groups")) is not None:
+        names = {g.strip() for g in wanted.split(",") if g.strip()}
+        devices = [d for d in devices if names & set(d.get("groups") or [])]
+    sort_attr, sort_dir = arg("sortAttr"), arg("sortDir")
+    if sort_dir is not None and sort_dir not in ("asc", "desc"):
+        raise ValueError("sortDir must be asc or desc")
+    if sort_attr is not None:
+        if sort_attr not in SORT_FIELDS:
+            raise ValueError(f"sortAttr must be one of {', '.join(SORT_FIELDS)}")
+        key = SORT_FIELDS[sort_attr]
+        devices = sorted(
+            devices, key=lambda d: (d.get(key) is None, d.get(key) or 0), reverse=sort_dir == "desc"
+        )
+    return devices
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the Particle Cloud simulator.")
     parser.add_argument("--host", default="127.0.0.1")
@@ -578,9 +884,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--access-token", default="sim-access-token")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every API request")
     parser.add_argument("--rate", default="", help="rate limit as REQUESTS/SECONDS, e.g. 10000/300")
+    parser.add_argument(
+        "--sync-delay", type=float, default=0.0, help="seconds until a Ledger change reaches an online device"
+    )
     args = parser.parse_args(argv)
     sim = ParticleSimulator(
-        args.host, args.port, product=args.product, org=args.org, access_token=args.access_token
+        args.host,
+        args.port,
+        product=args.product,
+        org=args.org,
+        access_token=args.access_token,
+        sync_delay=args.sync_delay,
     )
     sim.add_devices(args.devices, quarantined=args.quarantined, denied=args.denied)
     if args.latency:

@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from tokenflow_local.particle_sim import ROUTE_DEVICES, ROUTE_INSTANCE, ParticleSimulator
+from tokenflow_local.particle_sim import ROUTE_DEVICE, ROUTE_DEVICES, ROUTE_INSTANCE, ParticleSimulator
 
 LEDGER = "blynk-tokens-c2d"
 DEVICE_FIELDS = {
@@ -51,6 +51,23 @@ def instance_url(sim: ParticleSimulator, device: str, prefix: str = "/v1") -> st
     return f"{sim.url}{prefix}/ledgers/{LEDGER}/instances/{device}"
 
 
+class Clock:
+    """The simulator's clock for sync delays, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def put(http: requests.Session, sim: ParticleSimulator, device: str, data: dict) -> None:
+    answer = http.put(
+        instance_url(sim, device), params={"set_mode": "Merge"}, json={"instance": {"data": data}}
+    )
+    assert answer.status_code == 200, answer.text
+
+
 # ---- devices ----------------------------------------------------------------------------------------
 
 
@@ -78,6 +95,73 @@ def test_device_listing_pages_with_meta_and_the_documented_fields(sim, http):
     assert beyond["devices"] == [] and beyond["meta"]["total_pages"] == 3
     by_id = http.get(f"{sim.url}/v1/products/{sim.product_id}/devices", timeout=5).json()
     assert by_id["devices"][0]["id"] == ids[0]
+
+
+def test_one_product_device_is_served_at_the_top_level_with_its_flags(sim, http):
+    quarantined, denied, plain = sim.add_devices(3, quarantined=1, denied=1)
+    url = f"{sim.url}/v1/products/{sim.product}/devices"
+    answers = {d: http.get(f"{url}/{d}", timeout=5) for d in (quarantined, denied, plain)}
+    assert all(a.status_code == 200 for a in answers.values())
+    bodies = {d: a.json() for d, a in answers.items()}
+    assert all(set(b) >= DEVICE_FIELDS for b in bodies.values())  # the device object itself, no wrapper
+    assert [(b["id"], b["quarantined"], b["denied"]) for b in bodies.values()] == [
+        (quarantined, True, False),
+        (denied, False, True),
+        (plain, False, False),
+    ]
+    listed = http.get(url, timeout=5).json()["devices"]
+    assert bodies[plain] == listed[2]  # the same fields as the listing
+    assert (
+        http.get(f"{sim.url}/v1/products/{sim.product_id}/devices/{plain}", timeout=5).json()["id"] == plain
+    )
+    assert sim.request_count("GET", ROUTE_DEVICE) == 4
+
+
+def test_a_product_device_lookup_answers_404_401_and_405_like_the_listing(sim, http):
+    [device] = sim.add_devices(1)
+    url = f"{sim.url}/v1/products/{sim.product}/devices"
+    missing = http.get(f"{url}/{'0' * 24}", timeout=5)
+    assert missing.status_code == 404 and missing.json() == {"ok": False, "error": "Device not found."}
+    sim.remove_device(device)
+    assert http.get(f"{url}/{device}", timeout=5).status_code == 404
+    [device] = sim.add_devices(1)
+    assert http.get(f"{sim.url}/v1/products/other/devices/{device}", timeout=5).status_code == 404
+    assert requests.get(f"{url}/{device}", timeout=5).status_code == 401
+    assert (
+        requests.get(f"{url}/{device}", headers={"Authorization": "Bearer no"}, timeout=5).status_code == 401
+    )
+    assert http.put(f"{url}/{device}", json={}, timeout=5).status_code == 405
+    sim.set_faults(error_rate=1.0, error_statuses=(403,))
+    assert http.get(f"{url}/{device}", timeout=5).status_code == 403
+
+
+def test_the_listing_applies_the_filters_the_official_sdk_sends(sim, http):
+    ids = sim.add_devices(6)
+    sim.set_device(ids[1], name="Kitchen-Pump", groups=["beta"])
+    sim.set_device(ids[4], name="kitchen-spare", groups=["beta", "field"])
+    sim.set_device(ids[5], groups=["field"])
+    url = f"{sim.url}/v1/products/{sim.product}/devices"
+
+    def listed(**params: str) -> list[str]:
+        answer = http.get(url, params=params, timeout=5)
+        assert answer.status_code == 200, answer.text
+        return [d["id"] for d in answer.json()["devices"]]
+
+    assert listed(deviceId=ids[3][-6:]) == [ids[3]]  # partial match
+    assert listed(deviceId=ids[3][-6:].upper()) == [ids[3]]
+    assert listed(deviceName="KITCHEN") == [ids[1], ids[4]]
+    assert listed(groups="field") == [ids[4], ids[5]]
+    assert listed(groups="beta,field") == [ids[1], ids[4], ids[5]]
+    assert listed(groups="nobody") == []
+    assert listed(serialNumber="0000003") == [ids[2]]
+    assert listed(sortAttr="deviceId", sortDir="desc") == ids[::-1]
+    assert listed(sortAttr="deviceName", deviceName="kitchen") == [ids[1], ids[4]]  # "K" < "k"
+    assert listed(sortAttr="deviceName", sortDir="desc", groups="beta") == [ids[4], ids[1]]
+    assert listed() == ids  # no filter: every device, in the order they were added
+    page = http.get(url, params={"groups": "beta,field", "per_page": 2, "page": 2}, timeout=5).json()
+    assert [d["id"] for d in page["devices"]] == [ids[5]] and page["meta"]["total_pages"] == 2
+    assert http.get(url, params={"sortAttr": "color"}, timeout=5).status_code == 400
+    assert http.get(url, params={"sortDir": "up"}, timeout=5).status_code == 400
 
 
 def test_device_ids_names_and_serials_are_deterministic_and_unique():
@@ -171,6 +255,149 @@ def test_ledger_instances_are_listed_per_prefix_with_paging(sim, http):
     assert [i["data"]["k"] for i in everything] == ids
     sim.meta_total_key = "total_page"  # the other spelling some answers use
     assert http.get(listing_url, timeout=5).json()["meta"]["total_page"] == 1
+
+
+# ---- the devices' own Ledger copies (Device OS) -------------------------------------------------------
+
+
+def test_an_online_device_receives_every_write_and_keeps_its_copy_when_the_instance_is_deleted(sim, http):
+    [device] = sim.add_devices(1)
+    assert sim.device_ledger(device) is None and sim.device_view(device)["synced_since_boot"] is False
+    put(http, sim, device, {"blynk_token": "one", "state": "active"})
+    assert sim.device_ledger(device) == {"blynk_token": "one", "state": "active"}
+    view = sim.device_view(device)
+    assert view["synced_since_boot"] is True and view["synced_at"] and view["syncs"] == 1
+    put(http, sim, device, {"blynk_token": "", "state": "revoked"})
+    assert sim.device_ledger(device) == {"blynk_token": "", "state": "revoked"}
+    put(http, sim, device, {"blynk_token": "two", "state": "active"})
+
+    assert http.delete(instance_url(sim, device), timeout=5).status_code == 200
+    assert sim.ledger_data(device) is None  # gone from the cloud ...
+    assert sim.device_ledger(device) == {"blynk_token": "two", "state": "active"}  # ... not from the device
+    sim.set_online(device, False)
+    sim.set_online(device, True)  # a reconnect finds no instance: nothing changes on the device
+    assert sim.device_ledger(device) == {"blynk_token": "two", "state": "active"}
+    assert sim.device_view(device)["syncs"] == 3
+
+
+def test_an_offline_device_gets_the_latest_write_at_its_next_connect(sim, http):
+    [device] = sim.add_devices(1)
+    put(http, sim, device, {"blynk_token": "old", "state": "active"})
+    sim.set_online(device, False)
+    put(http, sim, device, {"blynk_token": "", "state": "transferred"})
+    put(http, sim, device, {"blynk_token": "", "state": "revoked"})
+    assert sim.device_ledger(device) == {"blynk_token": "old", "state": "active"}  # its flash, unchanged
+    assert sim.devices()[0]["online"] is False
+    sim.set_online(device, True)
+    assert sim.device_ledger(device) == {"blynk_token": "", "state": "revoked"}
+    assert sim.device_view(device)["syncs"] == 2  # one sync at the connect carries the latest
+
+
+def test_a_sync_delay_holds_a_change_back_and_a_disconnect_loses_it_until_the_next_connect(http):
+    clock = Clock()
+    with ParticleSimulator(sync_delay=5.0, clock=clock) as sim:
+        http.headers["Authorization"] = f"Bearer {sim.access_token}"
+        [device] = sim.add_devices(1)
+        put(http, sim, device, {"blynk_token": "a"})
+        assert sim.device_ledger(device) is None
+        clock.now += 3
+        put(http, sim, device, {"blynk_token": "b"})  # rides along with the sync on its way
+        clock.now += 2
+        assert sim.device_ledger(device) == {"blynk_token": "b"} and sim.device_view(device)["syncs"] == 1
+
+        put(http, sim, device, {"blynk_token": "c"})
+        clock.now += 1
+        sim.set_online(device, False)  # gone before the sync landed
+        clock.now += 10
+        assert sim.device_ledger(device) == {"blynk_token": "b"}
+        sim.set_online(device, True)
+        clock.now += 4.9
+        assert sim.device_ledger(device) == {"blynk_token": "b"}
+        clock.now += 0.1
+        assert sim.device_ledger(device) == {"blynk_token": "c"}
+
+
+def test_a_reboot_keeps_the_flash_copy_and_waits_for_the_first_sync_since_boot(http):
+    clock = Clock()
+    with ParticleSimulator(sync_delay=2.0, clock=clock) as sim:
+        http.headers["Authorization"] = f"Bearer {sim.access_token}"
+        [device] = sim.add_devices(1)
+        put(http, sim, device, {"blynk_token": "held"})
+        clock.now += 2
+        assert sim.device_view(device)["synced_since_boot"] is True
+
+        assert sim.reboot(device) == 2  # online: it reconnects and syncs after the delay
+        view = sim.device_view(device)
+        assert (view["boot"], view["data"], view["synced_since_boot"]) == (2, {"blynk_token": "held"}, False)
+        clock.now += 2
+        assert sim.device_view(device)["synced_since_boot"] is True
+
+        sim.reboot(device, online=False)  # boots without a connection: reads its flash only
+        put(http, sim, device, {"blynk_token": "", "state": "revoked"})
+        clock.now += 60
+        view = sim.device_view(device)
+        assert (view["boot"], view["online"], view["synced_since_boot"]) == (3, False, False)
+        assert view["data"] == {"blynk_token": "held"}  # the stale token: only a sync replaces it
+        sim.set_online(device, True)
+        clock.now += 2
+        view = sim.device_view(device)
+        assert view["data"] == {"blynk_token": "", "state": "revoked"} and view["synced_since_boot"] is True
+
+
+def test_a_quarantined_device_gets_no_sync_until_it_is_released(sim, http):
+    [device] = sim.add_devices(1, quarantined=1)
+    put(http, sim, device, {"blynk_token": "x"})
+    assert sim.device_ledger(device) is None
+    sim.set_device(device, quarantined=False)
+    assert sim.device_ledger(device) == {"blynk_token": "x"}
+    sim.set_device(device, name="renamed")  # no new connect, no new sync
+    assert sim.device_view(device)["syncs"] == 1
+    with pytest.raises(ValueError):
+        sim.set_device(device, online=True)
+
+
+def test_the_control_api_reads_every_device_copy_and_moves_devices(sim, http):
+    ids = sim.add_devices(3, quarantined=1)
+    for device in ids:
+        put(http, sim, device, {"blynk_token": device[-4:]})
+    control = f"{sim.url}/_sim"
+    answer = requests.get(f"{control}/device-ledgers", timeout=5).json()["devices"]
+    assert [(d["device_id"], d["data"], d["quarantined"]) for d in answer] == [
+        (ids[0], None, True),
+        (ids[1], {"blynk_token": ids[1][-4:]}, False),
+        (ids[2], {"blynk_token": ids[2][-4:]}, False),
+    ]
+    assert set(answer[1]) >= {"online", "boot", "synced_at", "synced_since_boot", "prefix", "ledger"}
+    other = requests.get(f"{control}/device-ledgers", params={"ledger": "other"}, timeout=5).json()
+    assert [d["data"] for d in other["devices"]] == [None, None, None]
+
+    off = requests.post(f"{control}/devices/{ids[1]}/online", json={"online": False}, timeout=5)
+    assert off.status_code == 200 and off.json()["device"]["online"] is False
+    put(http, sim, ids[1], {"blynk_token": "", "state": "revoked"})
+    rebooted = requests.post(f"{control}/devices/{ids[1]}/reboot", json={}, timeout=5).json()["device"]
+    assert (rebooted["boot"], rebooted["online"], rebooted["data"]) == (
+        2,
+        False,
+        {"blynk_token": ids[1][-4:]},
+    )
+    on = requests.post(f"{control}/devices/{ids[1]}/reboot", json={"online": True}, timeout=5).json()
+    assert on["device"]["data"] == {"blynk_token": "", "state": "revoked"} and on["device"]["boot"] == 3
+    released = requests.post(f"{control}/devices/{ids[0]}", json={"quarantined": False}, timeout=5)
+    assert released.json()["device"]["data"] == {"blynk_token": ids[0][-4:]}
+
+    assert requests.post(f"{control}/ledger-sync", json={"delay_seconds": 30}, timeout=5).json()["ok"]
+    put(http, sim, ids[2], {"blynk_token": "later"})
+    assert sim.device_ledger(ids[2]) == {"blynk_token": ids[2][-4:]}
+    assert (
+        requests.post(f"{control}/devices/{'0' * 24}/online", json={"online": True}, timeout=5).status_code
+        == 404
+    )
+    assert (
+        requests.post(f"{control}/devices/{ids[2]}/online", json={"online": "yes"}, timeout=5).status_code
+        == 400
+    )
+    assert requests.post(f"{control}/devices/{ids[2]}", json={"color": "red"}, timeout=5).status_code == 400
+    assert sim.stats()["device_syncs"] == 4  # two writes, the reconnect, the release; "later" is on its way
 
 
 # ---- rate limit and faults --------------------------------------------------------------------------

@@ -12,6 +12,16 @@ request budget by itself (Particle allows 10,000 requests per 5 minutes per publ
 
 The Ledger API path prefix is a setting (REFERENCE.md): ``/v1`` for a sandbox-owned product,
 ``/v1/orgs/{org}`` for an org-owned one, ``/v1/products/{product}`` for the form some scripts use.
+
+What a device's Ledger instance holds (the contract with the firmware, firmware/src):
+
+    {"blynk_token": "<AuthToken>", "state": "active"}       the device's token
+    {"blynk_token": "", "state": "revoked"|"transferred"}   the explicit cleared state: no token
+
+A Cloud-to-Device Ledger lives in the device's flash and changes reach it by sync; Particle documents
+no way for a deleted instance to reach the device's copy (REFERENCE.md, "Facts checked"). So a revoke
+or a move overwrites the instance with the cleared state (``clear_ledger_token``) instead of deleting
+it: that write syncs like any other and the firmware stops using the token.
 """
 
 from __future__ import annotations
@@ -36,6 +46,11 @@ from tokenflow.tokens import AUTH_TOKEN_RE
 
 DEVICE_ID_RE = re.compile(r"[0-9a-f]{24}")  # use fullmatch: "$" would let a trailing newline in
 LEDGER_TOKEN_KEY = "blynk_token"  # noqa: S105 (the Ledger key's name)
+LEDGER_STATE_KEY = "state"
+LEDGER_ACTIVE = "active"
+LEDGER_REVOKED = "revoked"
+LEDGER_TRANSFERRED = "transferred"
+CLEARED_STATES = frozenset({LEDGER_REVOKED, LEDGER_TRANSFERRED})  # why a device holds no token
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_MESSAGE_CHARS = 200
 
@@ -89,9 +104,11 @@ class Device:
     development: bool = False
     firmware_version: int | None = None
     last_heard: str | None = None
+    groups: tuple[str, ...] = ()
 
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Device:
+        groups = data.get("groups")
         return cls(
             id=str(data["id"]),
             name=data.get("name"),
@@ -104,6 +121,7 @@ class Device:
             development=bool(data.get("development")),
             firmware_version=data.get("firmware_version"),
             last_heard=data.get("last_heard"),
+            groups=tuple(str(g) for g in groups) if isinstance(groups, list) else (),
         )
 
 
@@ -197,20 +215,55 @@ class ParticleClient:
                 return
             page += 1
 
+    def get_product_device(self, device_id: str) -> Device | None:
+        """The product's device with this id; None when the product has no such device (404).
+
+        ``GET /v1/products/{product}/devices/{id}`` is Particle's "Get product device information"
+        (the official JS SDK's ``getDevice({deviceId, product})`` calls it). Its answer is the device
+        object itself at the top level, with the fields of "Get device information" (``id``, ``name``,
+        ``online``, ``platform_id``, ``product_id``, ...; the SDK's ``DeviceInfo`` type in
+        particle-api-js src/types/responses.ts adds ``quarantined``, ``denied``, ``groups``). An id the
+        product does not hold answers 404 (answers captured from api.particle.io for product device paths
+        read ``{"ok": false, "error": "Device not found."}``); an unknown product answers 404 too, so
+        a wrong product setting looks like "no such device"."""
+        _check_device_id(device_id)
+        path = f"/v1/products/{quote(self.product, safe='')}/devices/{device_id}"
+        try:
+            body = self._request("GET", path)
+        except ParticleNotFound:
+            return None
+        if not isinstance(body.get("id"), str):
+            raise ParticleError(f"GET {_route(path)} answered without a device id", 200)
+        return Device.from_api(body)
+
     # ---- Ledger -------------------------------------------------------------------------------
 
     def _instance_path(self, device_id: str) -> str:
-        if not DEVICE_ID_RE.fullmatch(device_id):
-            raise ParticleBadRequest("device id must be 24 lowercase hex characters")
+        _check_device_id(device_id)
         return f"{self.ledger_prefix}/ledgers/{quote(self.ledger, safe='')}/instances/{device_id}"
 
     def set_ledger_token(self, device_id: str, token: str) -> None:
-        """Write the token into the device's Ledger instance, leaving its other keys as they are."""
+        """Write the token into the device's Ledger instance (state ``active``), leaving its other
+        keys as they are."""
+        self._put_ledger_data(device_id, {LEDGER_TOKEN_KEY: token, LEDGER_STATE_KEY: LEDGER_ACTIVE})
+
+    def clear_ledger_token(self, device_id: str, reason: str) -> None:
+        """Write the explicit cleared state ``{"blynk_token": "", "state": reason}`` into the device's
+        Ledger instance; ``reason`` is ``revoked`` or ``transferred``.
+
+        This is how a revoke or a move reaches the device: the write syncs to the device's flash copy
+        like any change, where a deleted instance would leave the old token on the device."""
+        if reason not in CLEARED_STATES:
+            raise ValueError(f"reason must be one of {sorted(CLEARED_STATES)}")
+        self._put_ledger_data(device_id, {LEDGER_TOKEN_KEY: "", LEDGER_STATE_KEY: reason})
+
+    def _put_ledger_data(self, device_id: str, data: dict[str, str]) -> None:
+        # Merge: keys other than ours (another tool's, or a newer firmware's) are left as they are.
         self._request(
             "PUT",
             self._instance_path(device_id),
             params={"set_mode": "Merge"},
-            json={"instance": {"data": {LEDGER_TOKEN_KEY: token}}},
+            json={"instance": {"data": data}},
         )
 
     def get_ledger_instance(self, device_id: str) -> dict[str, Any] | None:
@@ -220,7 +273,10 @@ class ParticleClient:
             return None
 
     def delete_ledger_instance(self, device_id: str) -> bool:
-        """Remove the device's instance (an RMA'd device loses its token); False if there was none."""
+        """Remove the device's instance in the cloud; False if there was none.
+
+        The device keeps its last synced copy (and so its token): to take a token away from a
+        device, use ``clear_ledger_token``."""
         try:
             self._request("DELETE", self._instance_path(device_id))
         except ParticleNotFound:
@@ -297,6 +353,12 @@ class ParticleClient:
                 self.sleep(min(self.backoff_cap, self.backoff_base * 2**attempt) * self.rng.random())
             # else the next _pace() waits for the pause
         raise AssertionError("unreachable")
+
+
+def _check_device_id(device_id: str) -> None:
+    """Before any request: an id that is not 24 lowercase hex characters could change the path."""
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
+        raise ParticleBadRequest("device id must be 24 lowercase hex characters")
 
 
 def _total_pages(body: dict[str, Any]) -> int | None:
