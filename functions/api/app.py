@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from tokenflow import api_models as m
 from tokenflow.fleet import BadRequest, Fleet, NotFound
 from tokenflow.ingest import utc_now
-from tokenflow.lifecycle import Conflict, Lifecycle
+from tokenflow.lifecycle import Conflict, Lifecycle, Unavailable
 from tokenflow.observability import logger, metrics, tracer
 from tokenflow.reports import S3Reports
 from tokenflow.settings import settings
@@ -82,6 +82,11 @@ def _bad_request(exc: BadRequest) -> Response:
 @app.exception_handler(Conflict)
 def _conflict(exc: Conflict) -> Response:
     return _error(409, str(exc))
+
+
+@app.exception_handler(Unavailable)
+def _unavailable(exc: Unavailable) -> Response:
+    return _error(503, str(exc))
 
 
 # ---- reading -------------------------------------------------------------------------------------

@@ -20,10 +20,12 @@ import pytest
 from openapi_spec_validator import validate as validate_spec
 
 from tests.conftest import BUCKET, TABLE
+from tests.support import seed
 from tests.support.invariants import check_invariants
 from tokenflow.store import NewToken, Store
-from tokenflow.tokens import fingerprint, token_id
+from tokenflow.tokens import fingerprint, mask, token_id
 from tokenflow_local import lambda_runtime
+from tokenflow_local.particle_sim import ParticleSimulator
 from tokenflow_local.sample_export import make_tokens, qr_png
 from tokenflow_local.stack import forget_clients
 
@@ -99,11 +101,25 @@ class Api:
 
 
 @pytest.fixture
-def world(dynamodb, s3, monkeypatch):
-    """Table, bucket, queue and secret; 6 tokens with QR images, 3 of them given to devices 1-3."""
+def sim():
+    """The Particle product: devices 1-41 as ``device(n)`` names them, device 42 quarantined."""
+    with ParticleSimulator(product_id=0) as simulator:
+        simulator.add_devices(41)
+        simulator.add_device(quarantined=True)
+        yield simulator
+
+
+@pytest.fixture
+def world(dynamodb, s3, monkeypatch, sim):
+    """Table, bucket, queue and secrets; 6 tokens with QR images, 3 of them given to devices 1-3."""
     sqs = boto3.client("sqs")
     queue_url = sqs.create_queue(QueueName="assign")["QueueUrl"]
-    boto3.client("ssm").put_parameter(Name="/tf/webhook", Value=SECRET, Type="SecureString")
+    ssm = boto3.client("ssm")
+    ssm.put_parameter(Name="/tf/webhook", Value=SECRET, Type="SecureString")
+    ssm.put_parameter(Name="/tf/particle", Value=sim.access_token, Type="SecureString")
+    monkeypatch.setenv("PARTICLE_API_URL", sim.url)
+    monkeypatch.setenv("PARTICLE_PRODUCT", sim.product)
+    monkeypatch.setenv("PARTICLE_TOKEN_PARAM", "/tf/particle")
     monkeypatch.setenv("TABLE_NAME", TABLE)
     monkeypatch.setenv("EXPORTS_BUCKET", BUCKET)
     monkeypatch.setenv("ASSIGN_QUEUE_URL", queue_url)
@@ -127,13 +143,14 @@ def world(dynamodb, s3, monkeypatch):
     given = {}
     for n in (1, 2, 3):
         tid, token = store.available_candidates(1)[0]
-        store.claim(device(n), tid, token, None, {"name": f"unit-{n}"}, NOW)
-        store.mark_delivered(device(n), tid, "pending", NOW)
+        seed.claim(store, device(n), tid, token, NOW, {"name": f"unit-{n}"})
+        seed.deliver(store, device(n), tid, NOW)
         given[device(n)] = token
-    store.mark_waiting(device(9), {}, NOW)
+    seed.waiting(store, device(9), NOW)
     spec: dict[str, Any] = {}
     yield {
         "store": store,
+        "sim": sim,
         "sqs": sqs,
         "queue": queue_url,
         "given": given,
@@ -141,6 +158,12 @@ def world(dynamodb, s3, monkeypatch):
         "api": Api({t.token for t in exported}, spec),
     }
     forget_clients()
+
+
+def available_index(store: Store) -> set[str]:
+    """Every token id in the sparse available index (the whole index: a test-sized table)."""
+    items = store.client.scan(TableName=TABLE, IndexName="available")["Items"]
+    return {i["pk"]["S"].removeprefix("TOKEN#") for i in items}
 
 
 def queued(world) -> list[dict]:
@@ -183,7 +206,14 @@ def test_summary_counts_states_in_exactly_one_read(world):
     status, data, _ = api.call("get-summary.json")
     assert status == 200
     assert store.calls.counts == {"BatchGetItem": 1}
-    assert data["tokens"] == {"available": 3, "assigned": 0, "delivered": 3, "confirmed": 0, "revoked": 0}
+    assert data["tokens"] == {
+        "available": 3,
+        "assigned": 0,
+        "delivered": 3,
+        "confirmed": 0,
+        "released": 0,
+        "revoked": 0,
+    }
     assert data["devices"]["delivered"] == 3 and data["devices"]["waiting"] == 1
     assert data["low_stock"] is True and data["low_stock_threshold"] == 5
     api.valid("Summary", data)
@@ -221,7 +251,7 @@ def test_unknown_and_malformed_device_ids_get_clear_errors(world):
 def test_devices_page_through_a_thousand_with_cursors(world):
     store: Store = world["store"]
     for n in range(1000, 2000):
-        store.mark_waiting(device(n), {}, NOW)
+        seed.waiting(store, device(n), NOW)
     api, seen, pages, cursor = world["api"], [], 0, None
     while True:
         query = {"state": "waiting", "limit": "100", **({"cursor": cursor} if cursor else {})}
@@ -259,7 +289,7 @@ def test_a_forged_or_foreign_cursor_is_refused(world):
         assert status == 400 and "cursor" in data["message"]
     # a cursor handed out for one state is no good for another
     for n in range(100, 103):
-        world["store"].mark_waiting(device(n), {}, NOW)
+        seed.waiting(world["store"], device(n), NOW)
     _, page, _ = api.get("/devices", state="waiting", limit=1)
     status, data, _ = api.get("/devices", state="delivered", cursor=page["cursor"])
     assert status == 400
@@ -344,7 +374,7 @@ def test_assign_now_queues_the_device(world):
     assert status == 404 and "sweep" in data["message"]
 
 
-def test_transfer_moves_the_token_and_keeps_the_invariants(world):
+def test_transfer_moves_the_token_and_leaves_the_old_device_clearing(world):
     store, api = world["store"], world["api"]
     before = check_invariants(store)
     token = world["given"][device(1)]
@@ -355,43 +385,106 @@ def test_transfer_moves_the_token_and_keeps_the_invariants(world):
     api.valid("TransferAnswer", data)
     assert data["from"] == device(1) and data["to"] == device(40)
     assert data["token"]["token_id"] == token_id(token)
+    assert (data["old_state"], data["new_state"], data["new_previous_state"]) == ("clearing", "pending", None)
+    assert data["replaced_token"] is None
     old, new = store.get_device(device(1)), store.get_device(device(40))
-    assert old["state"] == "retired" and "token_id" not in old and old["transferred_to"] == device(40)
+    # The old device is retired only once the cleared state is in its Ledger (the assign worker's job).
+    assert old["state"] == "clearing" and old["clear_reason"] == "transferred" and "token_id" not in old
+    assert old["transferred_to"] == device(40)
     assert new["state"] == "pending" and new["token_id"] == token_id(token)
-    assert [(m["device_id"], m.get("previous_device")) for m in queued(world)] == [(device(40), device(1))]
+    assert new["name"] == world["sim"].fleet[device(40)]["name"]  # from the product lookup
+    messages = sorted((m["device_id"], m["reason"]) for m in queued(world))
+    assert messages == sorted([(device(40), "transfer"), (device(1), "clear")])
     after = check_invariants(store)
     # The token moved and waits for the new device's Ledger write: none was added or freed.
     assert after["tokens"]["available"] == before["tokens"]["available"]
     assert after["tokens"]["assigned"] == before["tokens"].get("assigned", 0) + 1
-    assert after["devices"]["retired"] == 1 and after["devices"]["pending"] == 1
+    assert after["devices"]["clearing"] == 1 and after["devices"]["pending"] == 1
     assert [e["event"] for e in store.history(token_id(token))] == ["transferred"]
 
 
-def test_transfer_refusals(world):
-    api = world["api"]
+def test_transfer_into_a_served_replacement_releases_its_own_token(world):
+    store, api = world["store"], world["api"]
+    moved, own = world["given"][device(1)], world["given"][device(2)]
+    status, data, _ = api.post(f"/devices/{device(1)}/transfer", {"to": device(2)})
+    assert status == 202, data
+    api.valid("TransferAnswer", data)
+    # device 2's own token had reached its Ledger (delivered): released, never handed out again
+    assert data["new_previous_state"] == "delivered"
+    assert data["replaced_token"] == {
+        "token_id": token_id(own),
+        "fingerprint": fingerprint(own),
+        "mask": mask(own),
+        "state": "released",
+    }
+    assert store.get_token(token_id(own))["state"] == "released"
+    assert store.get_device(device(2))["token_id"] == token_id(moved)
+    check_invariants(store)
+    # and back again: device 1 (clearing) takes the token, device 2 gives it up
+    status, data, _ = api.post(f"/devices/{device(2)}/transfer", {"to": device(1)})
+    assert status == 202, data
+    assert data["new_previous_state"] == "clearing" and data["replaced_token"] is None
+    assert store.get_device(device(1))["state"] == "pending"
+    assert store.get_device(device(2))["state"] == "clearing"
+    assert store.get_token(token_id(moved))["device_id"] == device(1)
+    check_invariants(store)
+
+
+def test_a_replacements_token_that_never_reached_its_ledger_returns_to_stock(world):
+    store, api = world["store"], world["api"]
+    tid, token = store.available_candidates(1)[0]
+    seed.claim(store, device(5), tid, token, NOW)
+    available = store.summary()["tokens"]["available"]
+    status, data, _ = api.post(f"/devices/{device(1)}/transfer", {"to": device(5)})
+    assert status == 202, data
+    assert data["replaced_token"]["state"] == "available"
+    assert store.get_token(tid)["state"] == "available"
+    assert store.summary()["tokens"]["available"] == available + 1
+    assert tid in available_index(store)  # back in the available index
+    check_invariants(store)
+
+
+def test_transfer_refusals_change_nothing(world):
+    store, api = world["store"], world["api"]
+    before = check_invariants(store)
     status, data, _ = api.post(f"/devices/{device(1)}/transfer", {"to": device(1)})
     assert status == 400 and "itself" in data["message"]
     status, data, _ = api.post(f"/devices/{device(9)}/transfer", {"to": device(41)})
     assert status == 409 and "holds no token" in data["message"]
-    status, data, _ = api.post(f"/devices/{device(1)}/transfer", {"to": device(2)})
-    assert status == 409 and "already holds a token" in data["message"]
+    status, data, _ = api.post(f"/devices/{device(1)}/transfer", {"to": device(60)})
+    assert status == 404 and "not in the Particle product" in data["message"]
+    status, data, _ = api.post(f"/devices/{device(1)}/transfer", {"to": device(42)})
+    assert status == 409 and "quarantined" in data["message"]
+    status, data, _ = api.post(f"/devices/{device(50)}/transfer", {"to": device(41)})
+    assert status == 404 and "unknown" in data["message"]
     status, data, _ = api.post(f"/devices/{device(1)}/transfer", {"to": "nope"})
     assert status == 422
     status, data, _ = api.post(f"/devices/{device(1)}/transfer", {"too": device(41)})
     assert status == 422
     assert not queued(world)
+    assert check_invariants(store) == before
 
 
-def test_revoke_frees_the_device_for_a_fresh_token(world):
+def test_transfer_answers_503_when_particle_refuses_the_lookup(world):
+    world["sim"].set_faults(auth_failure=True)
+    status, data, _ = world["api"].post(f"/devices/{device(1)}/transfer", {"to": device(40)})
+    assert status == 503 and "Particle" in data["message"]
+    assert world["store"].get_device(device(1))["state"] == "delivered"
+    assert not queued(world)
+
+
+def test_revoke_clears_the_holder_before_it_gets_a_fresh_token(world):
     store, api = world["store"], world["api"]
     token = world["given"][device(2)]
     status, data, _ = api.call("post-revoke.json", path=f"/tokens/{token_id(token)}/revoke")
     assert status == 200, data
     api.valid("RevokeAnswer", data)
     assert data["state"] == "revoked" and data["device_id"] == device(2) and data["device_requeued"]
-    assert store.get_device(device(2))["state"] == "waiting"
+    assert data["device_state"] == "clearing"
+    device_item = store.get_device(device(2))
+    assert device_item["state"] == "clearing" and device_item["clear_reason"] == "revoked"
     assert store.get_token(token_id(token))["state"] == "revoked"
-    assert [(m["device_id"], m["reason"]) for m in queued(world)] == [(device(2), "revoked")]
+    assert [(m["device_id"], m["reason"]) for m in queued(world)] == [(device(2), "clear")]
     counts = check_invariants(store)
     assert counts["tokens"]["revoked"] == 1
     # again: nothing changes, nothing is queued
@@ -399,6 +492,16 @@ def test_revoke_frees_the_device_for_a_fresh_token(world):
     assert status == 200 and data["already_revoked"] and not data["device_requeued"]
     assert check_invariants(store) == counts
     assert api.post(f"/tokens/{'c' * 64}/revoke")[0] == 404
+
+
+def test_an_available_token_is_revoked_without_touching_a_device(world):
+    store, api = world["store"], world["api"]
+    tid, _ = store.available_candidates(1)[0]
+    status, data, _ = api.post(f"/tokens/{tid}/revoke")
+    assert status == 200 and data["device_id"] is None and not data["device_requeued"]
+    assert tid not in available_index(store)
+    assert not queued(world)
+    check_invariants(store)
 
 
 # ---- the webhook ----------------------------------------------------------------------------------
@@ -465,7 +568,7 @@ def test_a_waiting_device_costs_no_message_while_no_token_is_left(world):
     store = world["store"]
     for n in (4, 5, 6):
         tid, token = store.available_candidates(1)[0]
-        store.claim(device(n), tid, token, None, {}, NOW)
+        seed.claim(store, device(n), tid, token, NOW)
     status, data, _ = hook(world, status_body(device(9), None))
     assert (status, data["action"]) == (200, "waiting")
     assert not queued(world)

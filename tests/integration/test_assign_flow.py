@@ -12,6 +12,7 @@ import requests
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from tests.conftest import TABLE
+from tests.support import seed
 from tests.support.invariants import check_invariants
 from tokenflow.assign_queue import AssignQueue
 from tokenflow.assignment import Assigner
@@ -104,7 +105,7 @@ def test_every_eligible_device_of_a_multi_page_product_gets_one_token_and_one_le
     tokens_seen = set()
     for device in ids[3:]:
         data = sim.ledger_data(device)
-        assert set(data) == {"blynk_token"}
+        assert set(data) == {"blynk_token", "state"} and data["state"] == "active"
         assert token_id(data["blynk_token"]) == store.get_device(device)["token_id"]
         assert sim.ledger_writes(device) == 1
         tokens_seen.add(data["blynk_token"])
@@ -242,12 +243,12 @@ def test_a_device_left_pending_by_a_dead_worker_gets_its_own_token_from_the_next
     [device] = sim.add_devices(1)
     store.add_tokens(new_tokens(3), import_id="i", now="t")
     [(tid, token)] = store.available_candidates(1)
-    store.claim(device, tid, token, None, {}, "2026-01-01T00:00:00.000Z")  # then the worker died
+    seed.claim(store, device, tid, token, "2026-01-01T00:00:00.000Z")  # then the worker died
     load_handler("assign", fresh=True)
     assert run_sweep()["queued"] == {"stale": 1}
     drain(stack)
     assert store.get_device(device)["state"] == "delivered"
-    assert sim.ledger_data(device) == {"blynk_token": token}
+    assert sim.ledger_data(device) == {"blynk_token": token, "state": "active"}
     assert check_invariants(store)["tokens"] == {"delivered": 1, "available": 2}
 
 

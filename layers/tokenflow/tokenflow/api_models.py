@@ -62,6 +62,11 @@ class Device(BaseModel):
     confirmed_at: str | None = None
     failed_at: str | None = None
     retired_at: str | None = None
+    clear_reason: str | None = Field(
+        None, description="Why the device's Ledger is (or was) cleared: revoked or transferred"
+    )
+    cleared_at: str | None = Field(None, description="When the cleared state was written to its Ledger")
+    mismatches: int = Field(0, description="Status reports that named another token than the one given")
     mismatch_at: str | None = None
     redelivered_at: str | None = None
     updated_at: str | None = None
@@ -93,6 +98,7 @@ class Token(BaseModel):
     delivered_at: str | None = None
     confirmed_at: str | None = None
     revoked_at: str | None = None
+    released_at: str | None = None
     history: list[TokenEvent] = Field(default_factory=list)
 
 
@@ -133,13 +139,21 @@ class TransferRequest(BaseModel):
     to: DeviceId
 
 
+class ReplacedToken(TokenRef):
+    state: str = Field(description="available (it never reached a Ledger) or released (never reused)")
+
+
 class TransferAnswer(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
     from_: str = Field(alias="from")
     to: str
     token: TokenRef
-    old_state: str
-    new_state: str
+    old_state: str = Field(description="clearing: its Ledger gets the cleared state, then it is retired")
+    new_state: str = Field(description="pending: its Ledger gets the token")
+    new_previous_state: str | None = Field(None, description="The replacement's state before the transfer")
+    replaced_token: ReplacedToken | None = Field(
+        None, description="The replacement's own token, which left it"
+    )
 
 
 class RevokeAnswer(BaseModel):
@@ -147,6 +161,9 @@ class RevokeAnswer(BaseModel):
     state: str
     already_revoked: bool
     device_id: str | None
+    device_state: str | None = Field(
+        None, description="clearing: the holder's Ledger gets the cleared state, then a fresh token"
+    )
     device_requeued: bool
 
 

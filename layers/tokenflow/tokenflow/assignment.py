@@ -1,24 +1,31 @@
-"""Give one device its token and write it into the device's Ledger: claim, deliver, record.
+"""Serve one device: give it its token, write its Ledger, record the outcome; or clear its Ledger.
 
 Exactly once, whatever the delivery of the request:
 - a device that holds a token gets that same token again, never a second one;
-- a token is bound to a device in one transaction with the device record (``Store.claim``), so two
-  workers can never bind one token twice or one device twice;
+- every change of a token or device is a rule of ``tokenflow.rules`` carried out by one guarded
+  transaction (``Store.apply``), so two workers can never bind one token twice or one device twice;
 - the Ledger write comes after the claim and is repeatable (``set_mode=Merge`` of the same value), so
-  a crash between the two ends, on the next delivery of the request, with the same token delivered.
+  a crash between the two ends, on the next delivery of the request, with the same token delivered;
+- what the worker does depends on the device's current record, not on the request: a request is only
+  "look at this device". When a Ledger write cannot be recorded because the device changed meanwhile
+  (a transfer or revoke raced it), the worker reads the device again and writes what its record now
+  says (its token, or the cleared state), so the last write to a Ledger always matches the table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from tokenflow import rules
+from tokenflow.model import Changed, TokenRef
 from tokenflow.observability import logger, metrics
 from tokenflow.particle import DEVICE_ID_RE, ParticleAuthError, ParticleError, ParticleUnavailable
-from tokenflow.store import DeviceChanged, Store, TokenTaken
-from tokenflow.tokens import mask
+from tokenflow.store import Store
+from tokenflow.tokens import fingerprint, mask
 
 MAX_ERROR_CHARS = 300
 
@@ -26,24 +33,25 @@ MAX_ERROR_CHARS = 300
 class LedgerWriter(Protocol):
     def set_ledger_token(self, device_id: str, token: str) -> None: ...
 
-    def delete_ledger_instance(self, device_id: str) -> bool: ...
+    def clear_ledger_token(self, device_id: str, reason: str) -> None: ...
 
 
 @dataclass(frozen=True)
 class AssignRequest:
-    """One device to serve; ``seen_state`` is its state when the request was made (None: no record)."""
+    """One device to look at; ``seen_state`` is its state when the request was made (None: no record).
+
+    ``reason`` says why it was queued (new, waiting, stale, retry, webhook, manual, transfer, redeliver,
+    clear, revoked); only ``manual`` (serve a retired device again) and ``redeliver`` (write the token
+    of a delivered device again) change what the worker does.
+    """
 
     device_id: str
     seen_state: str | None = None
     reason: str = "sweep"
     fields: dict[str, Any] = field(default_factory=dict)
-    # A transfer: the device whose Ledger instance is deleted once this device's Ledger is written.
-    previous_device: str | None = None
 
     def to_message(self) -> dict[str, Any]:
         message = {"device_id": self.device_id, "seen_state": self.seen_state, "reason": self.reason}
-        if self.previous_device:
-            message["previous_device"] = self.previous_device
         return {**message, **self.fields}
 
     @classmethod
@@ -54,10 +62,7 @@ class AssignRequest:
         if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
             raise ValueError("assign request without a valid device_id")
         fields = {k: body[k] for k in ("name", "serial_number", "platform_id") if body.get(k) is not None}
-        previous = body.get("previous_device")
-        if previous is not None and (not isinstance(previous, str) or not DEVICE_ID_RE.fullmatch(previous)):
-            raise ValueError("assign request with a malformed previous_device")
-        return cls(device_id, body.get("seen_state"), str(body.get("reason", "new")), fields, previous)
+        return cls(device_id, body.get("seen_state"), str(body.get("reason", "new")), fields)
 
 
 class RetryLater(Exception):
@@ -87,46 +92,131 @@ class Assigner:
         self.rng = rng or random.Random()
 
     def assign(self, request: AssignRequest, receive_count: int = 1) -> str:
-        """Serve one device; returns what happened (delivered, waiting, done, failed) or raises RetryLater."""
+        """Serve one device; returns what happened (delivered, redelivered, waiting, cleared, retired,
+        done, failed, clear-failed) or raises RetryLater."""
         device_id = request.device_id
         state = request.seen_state
-        for _ in range(5):
-            if state in (None, "waiting") or (state == "retired" and request.reason == "manual"):
-                try:
-                    claimed = self._claim(request, state)
-                except DeviceChanged:
-                    state = self._current_state(device_id)
-                    continue
-                if claimed is None:
-                    if state is None and not self.store.mark_waiting(device_id, request.fields, self.clock()):
-                        state = self._current_state(device_id)
+        # Set once this worker wrote the device's Ledger but could not record it: from then on the
+        # Ledger must be made to match whatever the device's record says.
+        wrote = False
+        for _ in range(6):
+            try:
+                if state in (None, "waiting") or (state == "retired" and request.reason == "manual"):
+                    if wrote or request.reason == "clear":
+                        self._write_clear(device_id, None, receive_count)
+                    return self._serve_new(request, state, receive_count)
+                if state in ("pending", "failed"):
+                    return self._deliver_held(device_id, state, receive_count)
+                if state == "clearing":
+                    state = self._clear(device_id, receive_count)
+                    if state == "waiting":  # revoked: it gets a fresh token at once, when there is one
                         continue
-                    metrics.add_metric(name="DevicesWaiting", unit="Count", value=1)
-                    logger.info("No token available: device waits", extra={"device_id": device_id})
-                    return "waiting"
-                metrics.add_metric(name="TokensAssigned", unit="Count", value=1)
-                token_tid, token = claimed
-                return self._deliver(device_id, token_tid, token, "pending", receive_count)
-            if state in ("pending", "failed"):
-                device = self.store.get_device(device_id)
-                if device is None or device.get("state") != state:
-                    state = device.get("state") if device else None
-                    continue
-                token = self.store.get_token_secret(device["token_id"])
-                outcome = self._deliver(device_id, device["token_id"], token, state, receive_count)
-                if request.previous_device and outcome == "delivered":
-                    self.ledger.delete_ledger_instance(request.previous_device)
-                return outcome
-            if state in ("delivered", "confirmed"):
-                if request.reason == "redeliver":
-                    return self._redeliver(device_id)
-                if request.previous_device:  # the transfer's Ledger write is done; finish the clean-up
-                    self.ledger.delete_ledger_instance(request.previous_device)
-                return "done"
-            if state == "retired":
-                return "retired"
+                    return "cleared"
+                if state in ("delivered", "confirmed"):
+                    if wrote or request.reason == "redeliver":
+                        return self._redeliver(device_id)
+                    return "done"
+                if state == "retired":
+                    if wrote or request.reason == "clear":
+                        self._write_clear(device_id, None, receive_count)
+                        return "cleared"
+                    return "retired"
+            except _Wrote:
+                wrote = True
+            except Changed:
+                pass
             state = self._current_state(device_id)
         raise RetryLater(f"device {device_id} kept changing state")
+
+    def _current_state(self, device_id: str) -> str | None:
+        device = self.store.get_device(device_id)
+        return device.get("state") if device else None
+
+    # ---- a token for a device that holds none ---------------------------------------------------
+
+    def _serve_new(self, request: AssignRequest, state: str | None, receive_count: int) -> str:
+        claimed = self._claim(request, state)
+        if claimed is None:
+            if state is None:
+                self.store.apply(
+                    rules.record_waiting(request.device_id, request.fields, self.clock()), self.clock()
+                )
+            metrics.add_metric(name="DevicesWaiting", unit="Count", value=1)
+            logger.info("No token available: device waits", extra={"device_id": request.device_id})
+            return "waiting"
+        metrics.add_metric(name="TokensAssigned", unit="Count", value=1)
+        token_tid, token = claimed
+        return self._deliver(request.device_id, token_tid, token, "pending", receive_count)
+
+    def _claim(self, request: AssignRequest, state: str | None) -> tuple[str, str] | None:
+        """Claim one of a few available tokens; None when there is none. Changed (device) propagates."""
+        manual = request.reason == "manual"
+        for _ in range(10):
+            candidates = self.store.available_candidates(self.candidates)
+            if not candidates:
+                return None
+            self.rng.shuffle(candidates)
+            for token_tid, token in candidates:
+                ref = TokenRef(token_tid, fingerprint(token), mask(token))
+                now = self.clock()
+                plan = rules.claim(request.device_id, state, ref, request.fields, now, manual=manual)
+                try:
+                    self.store.apply(plan, now)
+                except Changed as exc:
+                    if exc.what.startswith("token"):
+                        continue  # another worker took it first: try the next candidate
+                    raise
+                logger.info("Token claimed", extra={"device_id": request.device_id, "token": ref.mask})
+                return token_tid, token
+        raise RetryLater("every candidate token was taken by other workers")
+
+    # ---- writing a held token -------------------------------------------------------------------
+
+    def _deliver_held(self, device_id: str, state: str, receive_count: int) -> str:
+        device = self.store.get_device(device_id)
+        if device is None or device.get("state") != state:
+            raise Changed(f"device {device_id}")
+        token = self.store.get_token_secret(device["token_id"])
+        return self._deliver(device_id, device["token_id"], token, state, receive_count)
+
+    def _deliver(self, device_id: str, token_tid: str, token: str, state: str, receive_count: int) -> str:
+        try:
+            self.ledger.set_ledger_token(device_id, token)
+        except ParticleError as exc:
+            return self._delivery_failed(device_id, token_tid, exc, receive_count)
+        metrics.add_metric(name="LedgerWrites", unit="Count", value=1)
+        now = self.clock()
+        try:
+            self.store.apply(rules.deliver(device_id, state, token_tid, now), now)
+        except Changed:
+            logger.info("Device moved on during the Ledger write", extra={"device_id": device_id})
+            raise _Wrote() from None
+        return "delivered"
+
+    def _delivery_failed(self, device_id: str, token_tid: str, exc: ParticleError, receive_count: int) -> str:
+        category = _category(exc)
+        decision = rules.ledger_failure(category, receive_count, self.max_attempts)
+        error = _describe(exc)
+        if decision == "stop-batch":
+            metrics.add_metric(name="ParticleAuthFailures", unit="Count", value=1)
+            logger.error("Particle refused the access token", extra={"device_id": device_id})
+            raise AuthFailure("Particle refused the access token (401)") from None
+        metrics.add_metric(name="LedgerWriteFailures", unit="Count", value=1)
+        now = self.clock()
+        if decision == "retry":
+            self.store.note_attempt(device_id, token_tid, error, now)
+            logger.warning(
+                "Ledger write failed", extra={"device_id": device_id, "error": error, "final": False}
+            )
+            raise RetryLater(error) from None
+        failed = rules.fail(device_id, token_tid, error, retryable=category == "unavailable", now=now)
+        with contextlib.suppress(Changed):  # delivered or moved on meanwhile: nothing to record
+            self.store.apply(failed, now)
+        metrics.add_metric(name="DevicesFailed", unit="Count", value=1)
+        logger.error("Ledger write failed for good", extra={"device_id": device_id, "error": error})
+        if category == "unavailable":
+            raise RetryLater(error) from None
+        return "failed"
 
     def _redeliver(self, device_id: str) -> str:
         """Write the device's own token into its Ledger again (it reported another or none)."""
@@ -139,64 +229,61 @@ class Assigner:
         except ParticleAuthError:
             metrics.add_metric(name="ParticleAuthFailures", unit="Count", value=1)
             raise AuthFailure("Particle refused the access token (401)") from None
-        except ParticleUnavailable as exc:
+        except ParticleError as exc:
             raise RetryLater(_describe(exc)) from None
         metrics.add_metric(name="LedgerRewrites", unit="Count", value=1)
         self.store.note_redelivery(device_id, device["token_id"], self.clock())
         return "redelivered"
 
-    def _current_state(self, device_id: str) -> str | None:
+    # ---- clearing a Ledger --------------------------------------------------------------------
+
+    def _clear(self, device_id: str, receive_count: int) -> str:
+        """Write the cleared state into a ``clearing`` device's Ledger, then record it (-> waiting or
+        retired); returns the new state."""
         device = self.store.get_device(device_id)
-        return device.get("state") if device else None
-
-    def _claim(self, request: AssignRequest, state: str | None) -> tuple[str, str] | None:
-        for _ in range(10):
-            candidates = self.store.available_candidates(self.candidates)
-            if not candidates:
-                return None
-            self.rng.shuffle(candidates)
-            for token_tid, token in candidates:
-                try:
-                    self.store.claim(request.device_id, token_tid, token, state, request.fields, self.clock())
-                except TokenTaken:
-                    continue
-                logger.info("Token claimed", extra={"device_id": request.device_id, "token": mask(token)})
-                return token_tid, token
-        raise RetryLater("every candidate token was taken by other workers")
-
-    def _deliver(self, device_id: str, token_tid: str, token: str, state: str, receive_count: int) -> str:
+        if device is None or device.get("state") != "clearing":
+            raise Changed(f"device {device_id}")
+        self._write_clear(device_id, device, receive_count)
+        now = self.clock()
+        plan = rules.cleared(device, now)
         try:
-            self.ledger.set_ledger_token(device_id, token)
-        except ParticleAuthError:
-            metrics.add_metric(name="ParticleAuthFailures", unit="Count", value=1)
-            logger.error("Particle refused the access token", extra={"device_id": device_id})
-            raise AuthFailure("Particle refused the access token (401)") from None
-        except ParticleUnavailable as exc:
-            final = receive_count >= self.max_attempts
+            self.store.apply(plan, now)
+        except Changed:
+            raise _Wrote() from None
+        metrics.add_metric(name="LedgersCleared", unit="Count", value=1)
+        logger.info("Ledger cleared", extra={"device_id": device_id, "reason": device.get("clear_reason")})
+        return plan.writes[0].state_after or "waiting"
+
+    def _write_clear(self, device_id: str, device: dict[str, Any] | None, receive_count: int) -> None:
+        if device is None:
+            device = self.store.get_device(device_id) or {}
+        reason = device.get("clear_reason") or "revoked"
+        try:
+            self.ledger.clear_ledger_token(device_id, reason)
+        except ParticleError as exc:
+            category = _category(exc)
+            decision = rules.ledger_failure(category, receive_count, self.max_attempts)
+            if decision == "stop-batch":
+                metrics.add_metric(name="ParticleAuthFailures", unit="Count", value=1)
+                raise AuthFailure("Particle refused the access token (401)") from None
             error = _describe(exc)
-            self.store.record_attempt_failure(
-                device_id, token_tid, error, final=final, retryable=True, now=self.clock()
-            )
-            metrics.add_metric(name="LedgerWriteFailures", unit="Count", value=1)
-            if final:
-                metrics.add_metric(name="DevicesFailed", unit="Count", value=1)
-            logger.warning(
-                "Ledger write failed", extra={"device_id": device_id, "error": error, "final": final}
-            )
+            self.store.note_clear_attempt(device_id, error, self.clock())
+            metrics.add_metric(name="LedgerClearFailures", unit="Count", value=1)
+            logger.warning("Ledger clear failed", extra={"device_id": device_id, "error": error})
+            # The device stays clearing (visible in the API); the sweep picks it up again later.
             raise RetryLater(error) from None
-        except ParticleError as exc:  # 400/403/404: retrying will not help; an operator must look
-            error = _describe(exc)
-            self.store.record_attempt_failure(
-                device_id, token_tid, error, final=True, retryable=False, now=self.clock()
-            )
-            metrics.add_metric(name="LedgerWriteFailures", unit="Count", value=1)
-            metrics.add_metric(name="DevicesFailed", unit="Count", value=1)
-            logger.error("Ledger write refused", extra={"device_id": device_id, "error": error})
-            return "failed"
-        metrics.add_metric(name="LedgerWrites", unit="Count", value=1)
-        if not self.store.mark_delivered(device_id, token_tid, state, self.clock()):
-            logger.info("Device moved on during the Ledger write", extra={"device_id": device_id})
-        return "delivered"
+
+
+class _Wrote(Exception):
+    """This worker wrote the device's Ledger but could not record it: the device changed meanwhile."""
+
+
+def _category(exc: ParticleError) -> str:
+    if isinstance(exc, ParticleAuthError):
+        return "auth"
+    if isinstance(exc, ParticleUnavailable):
+        return "unavailable"
+    return "refused"
 
 
 def _describe(exc: ParticleError) -> str:

@@ -29,6 +29,8 @@ DEVICE_VIEW_FIELDS = (
     "confirmed_at",
     "failed_at",
     "retired_at",
+    "clear_reason",
+    "cleared_at",
     "updated_at",
     "last_error",
     "retryable",
@@ -49,6 +51,7 @@ TOKEN_VIEW_FIELDS = (
     "delivered_at",
     "confirmed_at",
     "revoked_at",
+    "released_at",
 )
 
 
@@ -79,6 +82,7 @@ def device_view(item: Mapping[str, Any], token: Mapping[str, Any] | None = None)
         "token": token_ref(item),
         "attempts": int(item.get("attempts", 0)),
         "redeliveries": int(item.get("redeliveries", 0)),
+        "mismatches": int(item.get("mismatches", 0)),
         "reported_fingerprint": item.get("reported_fp"),
     }
     view.update({k: item.get(k) for k in DEVICE_VIEW_FIELDS})

@@ -1,39 +1,51 @@
 """What operators and devices change: assign now, transfer (RMA), revoke, and the devices' status reports.
 
-The table changes here are single transactions in ``Store`` (they keep DESIGN.md's invariants); the
-Ledger writes that follow are the assign workers' job, so every action that needs one queues the
-device and answers at once.
+Each change reads the items it concerns, asks its rule in ``tokenflow.rules`` what may happen, and
+carries the plan out as one guarded transaction (``Store.apply``); when an item changed in between,
+it reads again and asks again. The Ledger writes that follow (the token for a new holder, the cleared
+state for an old one) are the assign workers' job: the action queues them and answers at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tokenflow import triggers
+from tokenflow import rules, triggers
 from tokenflow.assign_queue import AssignQueue
 from tokenflow.assignment import AssignRequest
 from tokenflow.device_status import DeviceStatus
 from tokenflow.fleet import BadRequest, NotFound
+from tokenflow.model import BOUND_TOKEN_STATES, Changed, FollowUp, Plan, ProductDevice, Refused
 from tokenflow.observability import logger, metrics
 from tokenflow.settings import Settings
-from tokenflow.store import LifecycleError, Store
+from tokenflow.store import Store
+
+ATTEMPTS = 5
 
 
 class Queue(Protocol):
-    def send(self, requests: list[AssignRequest]) -> list[str]: ...
+    def send(self, requests: Sequence[AssignRequest]) -> list[str]: ...
+
+
+class ProductLookup(Protocol):
+    def get_product_device(self, device_id: str) -> Any: ...
 
 
 class Conflict(Exception):
     """The action does not fit the current state of the device or token (the message says why)."""
 
 
+class Unavailable(Exception):
+    """A service the action depends on (Particle) did not answer; nothing changed."""
+
+
 @dataclass(frozen=True)
 class StatusOutcome:
     device_id: str
-    # confirmed, already-confirmed, queued, redeliver, waiting, awaiting-sync, stale, sweep-requested,
-    # ignored
+    # confirmed, already-confirmed, queued, redeliver, clear-queued, waiting, awaiting-sync, stale,
+    # sweep-requested, ignored
     action: str
     state: str | None
 
@@ -46,27 +58,59 @@ class Lifecycle:
         *,
         clock: Callable[[], str],
         request_sweep: Callable[[str], None] | None = None,
+        products: Callable[[], ProductLookup] | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
         self.clock = clock
         self.request_sweep = request_sweep
+        self._products = products
 
     @classmethod
     def from_settings(cls, config: Settings, store: Store, clock: Callable[[], str]) -> Lifecycle:
-        """The service as a function builds it: the assign queue, and a sweep when one is configured."""
+        """The service as a function builds it: the assign queue, a sweep when one is configured, and
+        the Particle product lookup (built at its first use: only a transfer needs it)."""
         config.require("assign_queue_url")
         sweep = config.sweep_function_name
+        client: dict[str, ProductLookup] = {}
+
+        def products() -> ProductLookup:
+            if "particle" not in client:
+                from tokenflow.particle import ParticleClient
+
+                config.require("particle_product")
+                client["particle"] = ParticleClient.from_settings(config)
+            return client["particle"]
+
         return cls(
             store,
             AssignQueue(config.assign_queue_url),
             clock=clock,
             request_sweep=(lambda reason: triggers.request_sweep(sweep, reason)) if sweep else None,
+            products=products if config.particle_product else None,
         )
 
-    def _enqueue(self, request: AssignRequest) -> None:
-        if self.queue.send([request]):
-            raise RuntimeError(f"the assign queue refused device {request.device_id}")
+    def _enqueue(self, requests: Sequence[AssignRequest]) -> None:
+        failed = self.queue.send(requests)
+        if failed:
+            raise RuntimeError(f"the assign queue refused devices {', '.join(failed)}")
+
+    def _follow_up(self, plan: Plan) -> None:
+        self._enqueue([_request(f) for f in plan.follow_ups])
+
+    def _apply(self, decide: Callable[[], Plan]) -> Plan:
+        """Read, decide, write; again when an item changed in between."""
+        for _ in range(ATTEMPTS):
+            try:
+                plan = decide()
+            except Refused as exc:
+                raise _http_error(exc) from None
+            try:
+                self.store.apply(plan, self.clock())
+            except Changed:
+                continue
+            return plan
+        raise Conflict("the devices or the token kept changing; try again")
 
     # ---- operator actions ----------------------------------------------------------------------
 
@@ -80,48 +124,82 @@ class Lifecycle:
             self.request_sweep("assign requested for an unknown device")
             return {"device_id": device_id, "state": None, "queued": False, "sweep_requested": True}
         state = item.get("state")
-        if state in ("delivered", "confirmed"):
-            request = AssignRequest(device_id, state, reason="redeliver")
-        else:
-            # "manual" lets the worker serve a retired device again: the operator asked for it.
-            request = AssignRequest(device_id, state, reason="manual")
-        self._enqueue(request)
+        # "manual" lets the worker serve a retired device again: the operator asked for it.
+        reason = "redeliver" if state in ("delivered", "confirmed") else "manual"
+        self._enqueue([AssignRequest(device_id, state, reason=reason)])
         return {"device_id": device_id, "state": state, "queued": True, "sweep_requested": False}
 
     def transfer(self, old_id: str, new_id: str) -> dict[str, Any]:
-        """RMA: the old device's token (and the customer's Blynk device with it) moves to ``new_id``."""
+        """RMA: the old device's token (and the customer's Blynk device with it) moves to ``new_id``,
+        which must be in the Particle product and neither quarantined nor denied."""
         if old_id == new_id:
             raise BadRequest("a device cannot be transferred to itself")
-        try:
-            moved = self.store.transfer(old_id, new_id, {}, self.clock())
-        except LifecycleError as exc:
-            raise Conflict(str(exc)) from None
-        # The new device's Ledger is written, then the old device's Ledger instance is deleted.
-        self._enqueue(AssignRequest(new_id, "pending", reason="transfer", previous_device=old_id))
+        target = self._product_device(new_id)
+
+        def decide() -> Plan:
+            old = self.store.get_device(old_id)
+            token = self.store.get_token(old["token_id"]) if old and old.get("token_id") else None
+            new = self.store.get_device(new_id)
+            own = self.store.get_token(new["token_id"]) if new and new.get("token_id") else None
+            return rules.transfer(old_id, new_id, old, token, new, own, target, self.clock())
+
+        plan = self._apply(decide)
+        self._follow_up(plan)
+        outcome = dict(plan.outcome)
         metrics.add_metric(name="TokensTransferred", unit="Count", value=1)
-        logger.info("Token transferred", extra={"from": old_id, "to": new_id, "token": moved["token_mask"]})
-        return {
-            "from": old_id,
-            "to": new_id,
-            "token": {"token_id": moved["token_id"], "mask": moved["token_mask"]},
-            "old_state": "retired",
-            "new_state": "pending",
-        }
+        if outcome.get("replaced_token"):
+            name = "TokensReleased" if outcome["replaced_token"]["state"] == "released" else "TokensReturned"
+            metrics.add_metric(name=name, unit="Count", value=1)
+        logger.info(
+            "Token transferred",
+            extra={
+                "from": old_id,
+                "to": new_id,
+                "token": outcome["token"]["mask"],
+                "replaced": outcome["replaced_token"],
+            },
+        )
+        return outcome
+
+    def _product_device(self, device_id: str) -> ProductDevice | None:
+        """The device as the Particle product knows it (None: not in the product)."""
+        if self._products is None:
+            raise Unavailable("no Particle product is configured, so the target cannot be checked")
+        from tokenflow.particle import ParticleError
+
+        try:
+            device = self._products().get_product_device(device_id)
+        except ParticleError as exc:
+            raise Unavailable(f"Particle did not answer the device lookup ({type(exc).__name__})") from None
+        if device is None:
+            return None
+        return ProductDevice(
+            device_id=device.id,
+            quarantined=device.quarantined,
+            denied=device.denied,
+            name=device.name,
+            serial_number=device.serial_number,
+            platform_id=device.platform_id,
+        )
 
     def revoke(self, tid: str) -> dict[str, Any]:
-        """The token was deleted in Blynk: it is never handed out again; its holder gets a fresh one."""
-        try:
-            outcome = self.store.revoke(tid, self.clock())
-        except LifecycleError as exc:
-            if str(exc) == "no such token":
-                raise NotFound("no such token") from None
-            raise Conflict(str(exc)) from None
+        """The token was deleted in Blynk: it is never handed out again; its holder's Ledger gets the
+        cleared state, then the holder gets a fresh token."""
+
+        def decide() -> Plan:
+            token = self.store.get_token(tid)
+            holder = None
+            if token and token.get("state") in BOUND_TOKEN_STATES and token.get("device_id"):
+                holder = self.store.get_device(token["device_id"])
+                if holder is None:
+                    holder = {"device_id": token["device_id"]}
+            return rules.revoke(tid, token, holder, self.clock())
+
+        plan = self._apply(decide)
+        outcome = plan.outcome
         holder = outcome.get("device_id")
-        requeued = False
-        if holder and not outcome["already"]:
-            self._enqueue(AssignRequest(holder, "waiting", reason="revoked"))
-            requeued = True
         if not outcome["already"]:
+            self._follow_up(plan)
             metrics.add_metric(name="TokensRevoked", unit="Count", value=1)
             logger.info("Token revoked", extra={"token": outcome["token_mask"], "device_id": holder})
         return {
@@ -129,7 +207,8 @@ class Lifecycle:
             "state": "revoked",
             "already_revoked": outcome["already"],
             "device_id": holder,
-            "device_requeued": requeued,
+            "device_state": "clearing" if holder and not outcome["already"] else None,
+            "device_requeued": bool(plan.follow_ups) and not outcome["already"],
         }
 
     # ---- the devices' status events ------------------------------------------------------------
@@ -138,70 +217,78 @@ class Lifecycle:
         """What the firmware says it holds, against what the table says it was given. Idempotent:
         the same report twice changes nothing the second time (a redelivery is only asked again)."""
         device_id = status.device_id
-        item = self.store.get_device(device_id)
-        state = item.get("state") if item else None
-        if item is None:
+        for _ in range(ATTEMPTS):
+            item = self.store.get_device(device_id)
+            state = item.get("state") if item else None
+            action = rules.classify_report(item, status)
+            try:
+                return self._act_on_report(device_id, item, state, action, status)
+            except Changed:
+                continue
+        return StatusOutcome(device_id, "ignored", None)
+
+    def _act_on_report(
+        self,
+        device_id: str,
+        item: dict[str, Any] | None,
+        state: str | None,
+        action: str,
+        status: DeviceStatus,
+    ) -> StatusOutcome:
+        now = self.clock()
+        if action == "unknown":
             # Not seen yet: the sweep decides (it knows quarantined and denied devices).
             if self.request_sweep is None:
                 return StatusOutcome(device_id, "ignored", None)
             self.request_sweep("status report from an unknown device")
             return StatusOutcome(device_id, "sweep-requested", None)
-        if state == "retired":
-            return StatusOutcome(device_id, "ignored", state)
-        if state == "waiting":
-            return self._serve_waiting(device_id)
-        expected = item.get("token_fp")
-        if status.has_token and status.fingerprint == expected:
-            return self._holds_its_token(device_id, item)
-        if state in ("delivered", "confirmed") and _older_than_last_write(status, item):
-            # Out of order: the device said this before its current token was written or confirmed.
-            return StatusOutcome(device_id, "stale", state)
-        if state in ("delivered", "confirmed") and status.synced is False:
-            # It has not synced its Ledger since it connected: the report after the sync will tell.
-            return StatusOutcome(device_id, "awaiting-sync", state)
-        # It holds none, an invalid one or another one: write its own token again, and flag it.
-        if state in ("delivered", "confirmed"):
-            self.store.flag_mismatch(device_id, item, status.fingerprint or status.holds, self.clock())
-            self._enqueue(AssignRequest(device_id, state, reason="redeliver"))
+        assert item is not None
+        if action == "confirm":
+            self.store.apply(rules.confirm(item, now), now)
+            metrics.add_metric(name="DevicesConfirmed", unit="Count", value=1)
+            return StatusOutcome(device_id, "confirmed", "confirmed")
+        if action == "mismatch":
+            reported = status.fingerprint or status.holds
+            plan = rules.mismatch(item, reported, now)
+            self.store.apply(plan, now)
+            self._enqueue([AssignRequest(device_id, "delivered", reason="redeliver")])
             metrics.add_metric(name="TokenMismatches", unit="Count", value=1)
             logger.warning(
                 "Device reports another token than it was given",
-                extra={"device_id": device_id, "reported": status.fingerprint or status.holds},
+                extra={"device_id": device_id, "reported": reported},
             )
-            return StatusOutcome(device_id, "redeliver", state)
-        # pending or failed: its Ledger write has not landed yet; ask for it again.
-        self._enqueue(AssignRequest(device_id, state, reason="webhook"))
-        return StatusOutcome(device_id, "queued", state)
-
-    def _holds_its_token(self, device_id: str, item: dict[str, Any]) -> StatusOutcome:
-        state = item["state"]
-        if state == "confirmed":
-            return StatusOutcome(device_id, "already-confirmed", state)
-        now = self.clock()
-        if state in ("pending", "failed"):
-            # The Ledger write landed but was not recorded (the worker stopped before it could).
-            self.store.mark_delivered(device_id, item["token_id"], state, now)
-        if self.store.confirm(device_id, item["token_id"], now):
-            metrics.add_metric(name="DevicesConfirmed", unit="Count", value=1)
-            return StatusOutcome(device_id, "confirmed", "confirmed")
-        current = self.store.get_device(device_id) or {}
-        if current.get("state") == "confirmed":
-            return StatusOutcome(device_id, "already-confirmed", "confirmed")
-        return StatusOutcome(device_id, "ignored", current.get("state"))
+            return StatusOutcome(device_id, "redeliver", "delivered")
+        if action == "deliver":
+            # pending or failed: its Ledger write has not landed yet; ask for it again.
+            self._enqueue([AssignRequest(device_id, state, reason="webhook")])
+            return StatusOutcome(device_id, "queued", state)
+        if action == "clear":
+            # It still uses a token it no longer holds here: write the cleared state again.
+            self._enqueue([AssignRequest(device_id, state, reason="clear")])
+            metrics.add_metric(name="StaleTokensReported", unit="Count", value=1)
+            return StatusOutcome(device_id, "clear-queued", state)
+        if action == "serve-waiting":
+            return self._serve_waiting(device_id)
+        return StatusOutcome(device_id, action, state)  # already-confirmed, stale, awaiting-sync, ignored
 
     def _serve_waiting(self, device_id: str) -> StatusOutcome:
         # A waiting device reports until it has a token: queue it only when there is one to give,
         # so a fleet waiting for an export costs one read per report and no messages.
         if self.store.summary()["tokens"]["available"] > 0:
-            self._enqueue(AssignRequest(device_id, "waiting", reason="webhook"))
+            self._enqueue([AssignRequest(device_id, "waiting", reason="webhook")])
             return StatusOutcome(device_id, "queued", "waiting")
         return StatusOutcome(device_id, "waiting", "waiting")
 
 
-def _older_than_last_write(status: DeviceStatus, item: dict[str, Any]) -> bool:
-    """Published before the device's token was last written or confirmed (Particle's clock and ours
-    are both UTC ISO 8601, which compare as text)."""
-    if not status.published_at:
-        return False
-    last = max(item.get(k) or "" for k in ("delivered_at", "redelivered_at", "confirmed_at"))
-    return bool(last) and status.published_at < last
+def _request(follow_up: FollowUp) -> AssignRequest:
+    if follow_up.action == "clear":
+        return AssignRequest(follow_up.device_id, "clearing", reason="clear")
+    return AssignRequest(follow_up.device_id, "pending", reason="transfer")
+
+
+def _http_error(exc: Refused) -> Exception:
+    if exc.kind == "not_found":
+        return NotFound(str(exc))
+    if exc.kind == "bad_request":
+        return BadRequest(str(exc))
+    return Conflict(str(exc))

@@ -31,13 +31,12 @@ from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from tokenflow import aws
+from tokenflow.model import DEVICE_STATES, TOKEN_STATES, Changed, Event, Plan, Write
 from tokenflow.tokens import fingerprint, mask, token_id
 
+__all__ = ["DEVICE_STATES", "TOKEN_STATES", "Changed", "Store", "TransactionCancelled"]
+
 STATS_SHARDS = 10
-TOKEN_STATES = ("available", "assigned", "delivered", "confirmed", "revoked")
-DEVICE_STATES = ("waiting", "pending", "delivered", "confirmed", "failed", "retired")
-# States in which a device holds a live token.
-HOLDING_STATES = ("pending", "delivered", "confirmed", "failed")
 INDEX_AVAILABLE = "available"
 INDEX_BY_STATE = "by-state"
 INDEX_BY_QR = "by-qr"
@@ -105,21 +104,6 @@ class Keys:
     @staticmethod
     def device_state_partition(state: str) -> str:
         return f"DEVSTATE#{state}"
-
-
-DEVICE_FIELDS = ("name", "serial_number", "platform_id")
-
-
-class LifecycleError(Exception):
-    """An operator's action does not fit the current state (the message says why)."""
-
-
-class DeviceChanged(Exception):
-    """The device is not in the state it was read in: read it again."""
-
-
-class TokenTaken(Exception):
-    """Another worker claimed that token first: take another one."""
 
 
 class TransactionCancelled(Exception):
@@ -316,7 +300,7 @@ class Store:
         }
 
     def get_token(self, tid: str, *, with_image: bool = False) -> dict | None:
-        kwargs: dict[str, Any] = {"TableName": self.table, "Key": Keys.token(tid)}
+        kwargs: dict[str, Any] = {"TableName": self.table, "Key": Keys.token(tid), "ConsistentRead": True}
         if not with_image:
             kwargs["ProjectionExpression"] = ", ".join(f"#{a}" for a in _TOKEN_FIELDS)
             kwargs["ExpressionAttributeNames"] = {f"#{a}": a for a in _TOKEN_FIELDS}
@@ -502,125 +486,107 @@ class Store:
                 break
         return found
 
-    def claim(
-        self, device_id: str, token_tid: str, token: str, seen_state: str | None, fields: Mapping, now: str
-    ) -> None:
-        """Bind an available token to a device that holds none, in one transaction with a counter shard.
+    def apply(self, plan: Plan, now: str) -> None:
+        """Carry out a rule's plan as one transaction: every write guarded as the rule read its item,
+        the history events, and the counter shard moved by the state changes the writes make.
 
-        ``seen_state`` is the device's state as last read: None (no item yet) or ``waiting``. Raises
-        TokenTaken when another worker claimed the token first, DeviceChanged when the device is no
-        longer in ``seen_state`` (read it again and decide anew).
+        Raises Changed (naming the item) when any guarded item changed since it was read.
         """
-        device = {
-            "kind": "device",
-            "device_id": device_id,
-            "state": "pending",
-            "gsi1pk": Keys.device_state_partition("pending"),
-            "gsi1sk": device_id,
-            "token_id": token_tid,
-            "token_fp": fingerprint(token),
-            "token_mask": mask(token),
-            "assigned_at": now,
-            "updated_at": now,
-            "attempts": 0,
-            **{k: v for k, v in fields.items() if k in DEVICE_FIELDS},
-        }
-        if seen_state is None:
-            device_write = {
+        items = [self._write_item(w) for w in plan.writes]
+        items += [self._history_event(e, now) for e in plan.events]
+        deltas = plan.counter_deltas()
+        if deltas:
+            items.append(self.counter_update(counter_deltas(**deltas)))
+        if not items:
+            return
+        try:
+            self.transact(items)
+        except TransactionCancelled as exc:
+            for write, code in zip(plan.writes, exc.codes, strict=False):
+                if code == "ConditionalCheckFailed":
+                    raise Changed(f"{write.kind} {write.id[:12]}") from None
+            raise
+
+    def _write_item(self, write: Write) -> dict:
+        key = Keys.token(write.id) if write.kind == "token" else Keys.device(write.id)
+        values = dict(write.values)
+        state_after = write.state_after
+        if "state" in values and write.state_before != state_after:
+            if write.kind == "device":
+                values["gsi1pk"] = Keys.device_state_partition(state_after or "")
+            elif state_after == "available":
+                values.update(apk=AVAILABLE_PARTITION, ask=f"{self._rng.getrandbits(64):016x}")
+            elif write.state_before == "available":
+                values.update(apk=None, ask=None)
+        if write.before is None:
+            item = {"kind": write.kind, **values, "version": 1}
+            if write.kind == "device":
+                item.update(gsi1sk=write.id, device_id=write.id)
+            return {
                 "Put": {
                     "TableName": self.table,
-                    "Item": {**Keys.device(device_id), **to_item({**device, "first_seen_at": now})},
+                    "Item": {**key, **to_item(item)},
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             }
+        names: dict[str, str] = {"#state": "state", "#version": "version"}
+        expr: dict[str, Any] = {}
+        conditions = ["#state = :g_state"]
+        expr[":g_state"] = write.before.get("state")
+        if write.guard == "version":
+            if "version" in write.before:
+                conditions.append("#version = :g_version")
+                expr[":g_version"] = write.before["version"]
+            else:
+                conditions.append("attribute_not_exists(#version)")
         else:
-            device_write = self._device_update(
-                device_id, device, expect_state=seen_state, expect_no_token=True
-            )
-        deltas = counter_deltas(tokens_available=-1, tokens_assigned=1, devices_pending=1)
-        if seen_state is not None:
-            deltas[f"devices_{seen_state}"] = deltas.get(f"devices_{seen_state}", 0) - 1
-        token_update = {
+            bound = "token_id" if write.kind == "device" else "device_id"
+            names["#bound"] = bound
+            if write.before.get(bound):
+                conditions.append("#bound = :g_bound")
+                expr[":g_bound"] = write.before[bound]
+            else:
+                conditions.append("attribute_not_exists(#bound)")
+        condition = " AND ".join(conditions)
+        if not values:
+            return {
+                "ConditionCheck": {
+                    "TableName": self.table,
+                    "Key": key,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeNames": {k: v for k, v in names.items() if k in condition},
+                    "ExpressionAttributeValues": to_item(expr),
+                }
+            }
+        sets = {k: v for k, v in values.items() if v is not None}
+        removes = [k for k, v in values.items() if v is None]
+        for i, name in enumerate(sets):
+            names[f"#s{i}"] = name
+        for i, name in enumerate(removes):
+            names[f"#r{i}"] = name
+        expr.update({f":s{i}": v for i, v in enumerate(sets.values())})
+        expr.update({":zero": 0, ":one": 1})
+        update = "SET " + ", ".join(
+            [f"#s{i} = :s{i}" for i in range(len(sets))]
+            + ["#version = if_not_exists(#version, :zero) + :one"]
+        )
+        if removes:
+            update += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(removes)))
+        return {
             "Update": {
                 "TableName": self.table,
-                "Key": Keys.token(token_tid),
-                "ConditionExpression": "#state = :available",
-                "UpdateExpression": (
-                    "SET #state = :assigned, device_id = :device, assigned_at = :now REMOVE apk, ask"
-                ),
-                "ExpressionAttributeNames": {"#state": "state"},
-                "ExpressionAttributeValues": to_item(
-                    {":available": "available", ":assigned": "assigned", ":device": device_id, ":now": now}
-                ),
+                "Key": key,
+                "ConditionExpression": condition,
+                "UpdateExpression": update,
+                "ExpressionAttributeNames": names,
+                "ExpressionAttributeValues": to_item(expr),
             }
         }
-        try:
-            self.transact([token_update, device_write, self.counter_update(deltas)])
-        except TransactionCancelled as exc:
-            if exc.codes[1] == "ConditionalCheckFailed":
-                raise DeviceChanged(device_id) from None
-            if exc.codes[0] == "ConditionalCheckFailed":
-                raise TokenTaken(token_tid) from None
-            raise
 
-    def mark_waiting(self, device_id: str, fields: Mapping, now: str) -> bool:
-        """Record a new device that found no token; False when the device exists already."""
-        item = {
-            "kind": "device",
-            "device_id": device_id,
-            "state": "waiting",
-            "gsi1pk": Keys.device_state_partition("waiting"),
-            "gsi1sk": device_id,
-            "first_seen_at": now,
-            "updated_at": now,
-            **{k: v for k, v in fields.items() if k in DEVICE_FIELDS},
-        }
-        put = {
-            "Put": {
-                "TableName": self.table,
-                "Item": {**Keys.device(device_id), **to_item(item)},
-                "ConditionExpression": "attribute_not_exists(pk)",
-            }
-        }
-        try:
-            self.transact([put, self.counter_update(counter_deltas(devices_waiting=1))])
-        except TransactionCancelled:
-            return False
-        return True
-
-    def mark_delivered(self, device_id: str, token_tid: str, seen_state: str, now: str) -> bool:
-        """pending (or failed) -> delivered, with the token; False when the device moved on meanwhile."""
-        device = self._device_update(
-            device_id,
-            {
-                "state": "delivered",
-                "gsi1pk": Keys.device_state_partition("delivered"),
-                "delivered_at": now,
-                "updated_at": now,
-                "last_error": None,
-            },
-            expect_state=seen_state,
-            expect_token=token_tid,
-        )
-        # The token stays ``assigned`` while its device is pending or failed: it moves with the device.
-        token = self._token_state_update(token_tid, device_id, "delivered", now, from_states=("assigned",))
-        deltas = {
-            f"devices_{seen_state}": -1,
-            "devices_delivered": 1,
-            "tokens_assigned": -1,
-            "tokens_delivered": 1,
-        }
-        try:
-            self.transact([device, token, self.counter_update(counter_deltas(**deltas))])
-        except TransactionCancelled:
-            return False
-        return True
-
-    def record_attempt_failure(
-        self, device_id: str, token_tid: str, error: str, *, final: bool, retryable: bool, now: str
-    ) -> None:
-        """Note a failed Ledger write; ``final`` moves a pending device to ``failed`` (alarmed)."""
-        if not final:
+    def note_attempt(self, device_id: str, token_tid: str, error: str, now: str) -> None:
+        """Note a failed Ledger write that will be retried (no state change); nothing when the device
+        no longer holds that token."""
+        with _unless_changed():
             self._call(
                 "UpdateItem",
                 TableName=self.table,
@@ -629,246 +595,32 @@ class Store:
                 UpdateExpression="SET last_error = :err, updated_at = :now ADD attempts :one",
                 ExpressionAttributeValues=to_item({":tid": token_tid, ":err": error, ":now": now, ":one": 1}),
             )
-            return
-        update = self._device_update(
-            device_id,
-            {
-                "state": "failed",
-                "gsi1pk": Keys.device_state_partition("failed"),
-                "last_error": error,
-                "retryable": retryable,
-                "failed_at": now,
-                "updated_at": now,
-            },
-            expect_state="pending",
-            expect_token=token_tid,
-        )
-        with contextlib.suppress(TransactionCancelled):  # delivered or failed meanwhile: nothing to record
-            self.transact([update, self.counter_update(counter_deltas(devices_pending=-1, devices_failed=1))])
 
-    # ---- lifecycle -----------------------------------------------------------------------------
-
-    def confirm(self, device_id: str, token_tid: str, now: str) -> bool:
-        """delivered -> confirmed: the device reported the fingerprint of the token it was given."""
-        device = self._device_update(
-            device_id,
-            {
-                "state": "confirmed",
-                "gsi1pk": Keys.device_state_partition("confirmed"),
-                "confirmed_at": now,
-                "updated_at": now,
-                "reported_fp": None,
-                "mismatch_at": None,
-            },
-            expect_state="delivered",
-            expect_token=token_tid,
-        )
-        token = self._token_state_update(token_tid, device_id, "confirmed", now, from_states=("delivered",))
-        deltas = counter_deltas(
-            devices_delivered=-1, devices_confirmed=1, tokens_delivered=-1, tokens_confirmed=1
-        )
-        try:
-            self.transact([device, token, self.counter_update(deltas)])
-        except TransactionCancelled:
-            return False
-        return True
-
-    def flag_mismatch(self, device_id: str, device: Mapping[str, Any], reported: str, now: str) -> None:
-        """The device reports another token than the one it was given: flag it; a confirmed one is
-        confirmed no longer (it goes back to delivered until it reports the right fingerprint)."""
-        state = device["state"]
-        values = {"reported_fp": reported, "mismatch_at": now, "updated_at": now}
-        if state != "confirmed":
-            update = self._device_update(
-                device_id, values, expect_state=state, expect_token=device["token_id"]
-            )
-            with contextlib.suppress(TransactionCancelled):
-                self.transact([update])
-            return
-        values.update(state="delivered", gsi1pk=Keys.device_state_partition("delivered"))
-        update = self._device_update(
-            device_id, values, expect_state="confirmed", expect_token=device["token_id"]
-        )
-        token = self._token_state_update(
-            device["token_id"], device_id, "delivered", now, from_states=("confirmed",)
-        )
-        deltas = counter_deltas(
-            devices_confirmed=-1, devices_delivered=1, tokens_confirmed=-1, tokens_delivered=1
-        )
-        with contextlib.suppress(TransactionCancelled):
-            self.transact([update, token, self.counter_update(deltas)])
-
-    def transfer(self, old_id: str, new_id: str, new_fields: Mapping[str, Any], now: str) -> dict:
-        """RMA: move the old device's token to a new device that holds none; the old one retires.
-
-        One transaction: the old device loses the token and becomes ``retired`` (never served again
-        unless an operator asks), the new device takes it (``pending``: its Ledger write follows),
-        the token records its new holder, a history event is kept, and the counters move.
-        Raises LifecycleError when either device is not in a state that allows it.
-        """
-        old = self.get_device(old_id)
-        if not old or old.get("state") not in HOLDING_STATES:
-            raise LifecycleError(f"device {old_id} holds no token to transfer")
-        new = self.get_device(new_id)
-        new_state = new.get("state") if new else None
-        if new_state not in (None, "waiting", "retired"):
-            raise LifecycleError(f"device {new_id} already holds a token ({new_state})")
-        tid = old["token_id"]
-        token = self.get_token(tid)
-        if not token or token.get("state") == "revoked":
-            raise LifecycleError("the token was revoked")
-        old_update = self._device_update(
-            old_id,
-            {
-                "state": "retired",
-                "gsi1pk": Keys.device_state_partition("retired"),
-                "retired_at": now,
-                "updated_at": now,
-                "transferred_to": new_id,
-                "previous_token_id": tid,
-                "previous_token_mask": old.get("token_mask"),
-                "token_id": None,
-                "token_fp": None,
-                "token_mask": None,
-            },
-            expect_state=old["state"],
-            expect_token=tid,
-        )
-        taking = {
-            "kind": "device",
-            "device_id": new_id,
-            "state": "pending",
-            "gsi1pk": Keys.device_state_partition("pending"),
-            "gsi1sk": new_id,
-            "token_id": tid,
-            "token_fp": old.get("token_fp"),
-            "token_mask": old.get("token_mask"),
-            "assigned_at": now,
-            "updated_at": now,
-            "attempts": 0,
-            "transferred_from": old_id,
-            **{k: v for k, v in new_fields.items() if k in DEVICE_FIELDS},
-        }
-        if new_state is None:
-            new_write = {
-                "Put": {
-                    "TableName": self.table,
-                    "Item": {**Keys.device(new_id), **to_item({**taking, "first_seen_at": now})},
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            }
-        else:
-            new_write = self._device_update(new_id, taking, expect_state=new_state, expect_no_token=True)
-        token_update = {
-            "Update": {
-                "TableName": self.table,
-                "Key": Keys.token(tid),
-                "ConditionExpression": "device_id = :old AND #state IN (:assigned, :delivered, :confirmed)",
-                "UpdateExpression": "SET #state = :assigned, device_id = :new, assigned_at = :now",
-                "ExpressionAttributeNames": {"#state": "state"},
-                "ExpressionAttributeValues": to_item(
-                    {
-                        ":old": old_id,
-                        ":new": new_id,
-                        ":now": now,
-                        ":assigned": "assigned",
-                        ":delivered": "delivered",
-                        ":confirmed": "confirmed",
-                    }
+    def note_clear_attempt(self, device_id: str, error: str, now: str) -> None:
+        """Note a failed write of the cleared state (the device stays ``clearing``; it is retried)."""
+        with _unless_changed():
+            self._call(
+                "UpdateItem",
+                TableName=self.table,
+                Key=Keys.device(device_id),
+                ConditionExpression="#state = :clearing",
+                UpdateExpression="SET last_error = :err, updated_at = :now ADD attempts :one",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=to_item(
+                    {":clearing": "clearing", ":err": error, ":now": now, ":one": 1}
                 ),
-            }
-        }
-        deltas: dict[str, int] = {}
-        for name, delta in (
-            (f"devices_{old['state']}", -1),
-            ("devices_retired", 1),
-            ("devices_pending", 1),
-            (f"tokens_{token['state']}", -1),
-            ("tokens_assigned", 1),
-        ):
-            deltas[name] = deltas.get(name, 0) + delta
-        if new_state is not None:
-            deltas[f"devices_{new_state}"] = deltas.get(f"devices_{new_state}", 0) - 1
-        event = self._history_event(tid, "transferred", now, {"from": old_id, "to": new_id})
-        try:
-            self.transact(
-                [old_update, new_write, token_update, event, self.counter_update(counter_deltas(**deltas))]
             )
-        except TransactionCancelled as exc:
-            raise LifecycleError("a device changed during the transfer; try again") from exc
-        return {"token_id": tid, "token_mask": old.get("token_mask"), "from": old_id, "to": new_id}
-
-    def revoke(self, tid: str, now: str) -> dict:
-        """The static token was deleted in Blynk: it becomes ``revoked`` for good; its holder, if any,
-        loses it and goes back to ``waiting`` (the caller queues it for a fresh token)."""
-        token = self.get_token(tid)
-        if not token:
-            raise LifecycleError("no such token")
-        state = token["state"]
-        if state == "revoked":
-            return {
-                "token_mask": token.get("token_mask"),
-                "device_id": token.get("device_id"),
-                "already": True,
-            }
-        holder = token.get("device_id") if state != "available" else None
-        items = [
-            {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": Keys.token(tid),
-                    "ConditionExpression": "#state = :state",
-                    "UpdateExpression": "SET #state = :revoked, revoked_at = :now REMOVE apk, ask",
-                    "ExpressionAttributeNames": {"#state": "state"},
-                    "ExpressionAttributeValues": to_item(
-                        {":state": state, ":revoked": "revoked", ":now": now}
-                    ),
-                }
-            },
-            self._history_event(tid, "revoked", now, {"device_id": holder}),
-        ]
-        deltas = {f"tokens_{state}": -1, "tokens_revoked": 1}
-        if holder:
-            device = self.get_device(holder)
-            if device and device.get("token_id") == tid:
-                items.append(
-                    self._device_update(
-                        holder,
-                        {
-                            "state": "waiting",
-                            "gsi1pk": Keys.device_state_partition("waiting"),
-                            "updated_at": now,
-                            "revoked_token_id": tid,
-                            "previous_token_mask": token.get("token_mask"),
-                            "token_id": None,
-                            "token_fp": None,
-                            "token_mask": None,
-                            "last_error": None,
-                        },
-                        expect_state=device["state"],
-                        expect_token=tid,
-                    )
-                )
-                deltas[f"devices_{device['state']}"] = -1
-                deltas["devices_waiting"] = 1
-            else:
-                holder = None
-        items.append(self.counter_update(counter_deltas(**deltas)))
-        try:
-            self.transact(items)
-        except TransactionCancelled as exc:
-            raise LifecycleError("the token or its device changed during the revocation; try again") from exc
-        return {"token_mask": token.get("token_mask"), "device_id": holder, "already": False}
 
     def note_redelivery(self, device_id: str, token_tid: str, now: str) -> None:
-        self._call(
-            "UpdateItem",
-            TableName=self.table,
-            Key=Keys.device(device_id),
-            ConditionExpression="token_id = :tid",
-            UpdateExpression="SET redelivered_at = :now, updated_at = :now ADD redeliveries :one",
-            ExpressionAttributeValues=to_item({":tid": token_tid, ":now": now, ":one": 1}),
-        )
+        with _unless_changed():  # the device moved on meanwhile: nothing to note
+            self._call(
+                "UpdateItem",
+                TableName=self.table,
+                Key=Keys.device(device_id),
+                ConditionExpression="token_id = :tid",
+                UpdateExpression="SET redelivered_at = :now, updated_at = :now ADD redeliveries :one",
+                ExpressionAttributeValues=to_item({":tid": token_tid, ":now": now, ":one": 1}),
+            )
 
     def history(self, tid: str) -> list[dict]:
         answer = self._call(
@@ -879,68 +631,17 @@ class Store:
         )
         return [from_item(i) for i in answer.get("Items", [])]
 
-    def _history_event(self, tid: str, what: str, now: str, details: Mapping[str, Any]) -> dict:
+    def _history_event(self, event: Event, now: str) -> dict:
         item = {
-            "pk": f"TOKEN#{tid}",
-            "sk": f"EVENT#{now}#{what}",
+            "pk": f"TOKEN#{event.token_id}",
+            # The random suffix keeps two events of the same kind in the same second apart.
+            "sk": f"EVENT#{now}#{event.what}#{self._rng.getrandbits(32):08x}",
             "kind": "event",
-            "event": what,
+            "event": event.what,
             "at": now,
-            **{k: v for k, v in details.items() if v is not None},
+            **{k: v for k, v in event.details.items() if v is not None},
         }
         return {"Put": {"TableName": self.table, "Item": to_item(item)}}
-
-    def _device_update(
-        self,
-        device_id: str,
-        values: Mapping[str, Any],
-        *,
-        expect_state: str,
-        expect_no_token: bool = False,
-        expect_token: str | None = None,
-    ) -> dict:
-        sets = {k: v for k, v in values.items() if v is not None and k != "device_id"}
-        removes = [k for k, v in values.items() if v is None]
-        names = {f"#a{i}": k for i, k in enumerate(sets)}
-        expr_values = {f":a{i}": v for i, v in enumerate(sets.values())}
-        remove_names = {f"#r{i}": k for i, k in enumerate(removes)}
-        update = "SET " + ", ".join(f"{n} = {v}" for n, v in zip(names, expr_values, strict=True))
-        if removes:
-            update += " REMOVE " + ", ".join(remove_names)
-        condition = "#state = :expect_state"
-        expr_values[":expect_state"] = expect_state
-        if expect_no_token:
-            condition += " AND attribute_not_exists(token_id)"
-        if expect_token:
-            condition += " AND token_id = :expect_token"
-            expr_values[":expect_token"] = expect_token
-        return {
-            "Update": {
-                "TableName": self.table,
-                "Key": Keys.device(device_id),
-                "ConditionExpression": condition,
-                "UpdateExpression": update,
-                "ExpressionAttributeNames": {**names, **remove_names, "#state": "state"},
-                "ExpressionAttributeValues": to_item(expr_values),
-            }
-        }
-
-    def _token_state_update(
-        self, token_tid: str, device_id: str, state: str, now: str, *, from_states: Sequence[str]
-    ) -> dict:
-        allowed = {f":from{i}": s for i, s in enumerate(from_states)}
-        return {
-            "Update": {
-                "TableName": self.table,
-                "Key": Keys.token(token_tid),
-                "ConditionExpression": f"device_id = :device AND #state IN ({', '.join(allowed)})",
-                "UpdateExpression": f"SET #state = :state, {state}_at = :now",
-                "ExpressionAttributeNames": {"#state": "state"},
-                "ExpressionAttributeValues": to_item(
-                    {":device": device_id, ":state": state, ":now": now, **allowed}
-                ),
-            }
-        }
 
     def devices_in_state(
         self, state: str, limit: int = 100, cursor: Mapping[str, Any] | None = None
@@ -1000,6 +701,8 @@ class Store:
 
 _TOKEN_FIELDS = (
     "pk",
+    "version",
+    "released_at",
     "token_fp",
     "token_mask",
     "qr_token",
@@ -1033,6 +736,16 @@ def _chunks_by_size(items: Iterable[NewToken], max_items: int, max_bytes: int) -
         size += item_size
     if chunk:
         yield chunk
+
+
+@contextlib.contextmanager
+def _unless_changed() -> Iterator[None]:
+    """A conditional note on an item that moved on meanwhile is not an error; anything else is."""
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise
 
 
 def _codes_from_message(message: str, count: int) -> list[str]:

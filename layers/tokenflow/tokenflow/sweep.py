@@ -4,8 +4,8 @@ Pages through every device of the Particle product (one Particle request and one
 page) and queues, in batches of ten messages:
 - devices Tokenflow has never seen;
 - waiting devices, when tokens are available;
-- devices whose Ledger write is pending for longer than ``stale_after`` seconds (a worker died), or
-  failed with a retryable error.
+- devices whose Ledger write (or cleared state) is pending for longer than ``stale_after`` seconds
+  (a worker died), or failed with a retryable error (``tokenflow.rules.needs_work``).
 Quarantined and denied devices are skipped: they never get a token. A fleet where every device is
 done costs no writes and no messages.
 """
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from tokenflow import rules
 from tokenflow.assign_queue import AssignQueue
 from tokenflow.assignment import AssignRequest
 from tokenflow.observability import logger, metrics
@@ -76,7 +77,7 @@ class Sweeper:
             known = self.store.get_devices([d.id for d in eligible]) if eligible else {}
             requests = []
             for device in eligible:
-                reason = self._reason(known.get(device.id), result.available_tokens, stale_before)
+                reason = rules.needs_work(known.get(device.id), result.available_tokens, stale_before)
                 if reason:
                     item = known.get(device.id)
                     requests.append(
@@ -89,19 +90,6 @@ class Sweeper:
         metrics.add_metric(name="DevicesQueued", unit="Count", value=result.queued_total)
         logger.info("Sweep finished", extra={"result": result.__dict__})
         return result
-
-    @staticmethod
-    def _reason(item: dict | None, available: int, stale_before: str) -> str | None:
-        if item is None:
-            return "new"
-        state = item.get("state")
-        if state == "waiting":
-            return "waiting" if available > 0 else None
-        if state == "pending" and item.get("updated_at", "") < stale_before:
-            return "stale"
-        if state == "failed" and item.get("retryable"):
-            return "retry"
-        return None
 
 
 def _fields(device: Device) -> dict[str, Any]:
