@@ -49,13 +49,13 @@ from typing import Any
 import requests
 
 from tokenflow.device_status import (
-    CLEAR_REASONS,
     STATUS_EVENT,
     TOKEN_INVALID,
     TOKEN_NONE,
     format_status_data,
     parse_status_data,
 )
+from tokenflow.particle import CLEARED_STATES
 from tokenflow.tokens import fingerprint, is_auth_token
 
 LEDGER_TOKEN_KEY = "blynk_token"  # noqa: S105 (the Ledger key's name, TOKENFLOW_LEDGER_KEY in the firmware)
@@ -84,7 +84,7 @@ def judge_ledger(data: dict[str, Any] | None) -> Verdict:
         return Verdict(TOKEN_NONE)
     value = data.get(LEDGER_TOKEN_KEY)
     state = data.get(LEDGER_STATE_KEY)
-    cleared = state if isinstance(state, str) and state in CLEAR_REASONS else None
+    cleared = state if isinstance(state, str) and state in CLEARED_STATES else None
     if value is None or value == "":
         return Verdict(TOKEN_NONE, reason=cleared)
     if not isinstance(value, str) or cleared or not is_auth_token(value):
@@ -94,13 +94,12 @@ def judge_ledger(data: dict[str, Any] | None) -> Verdict:
 
 def status_for(verdict: Verdict, firmware: str, synced: bool) -> str:
     """The status data the firmware publishes for what it holds."""
-    return format_status_data(
-        verdict.fingerprint,
-        firmware,
-        invalid=verdict.holds == TOKEN_INVALID,
-        synced=synced,
-        reason=verdict.reason,
+    data = format_status_data(
+        verdict.fingerprint, firmware, invalid=verdict.holds == TOKEN_INVALID, synced=synced
     )
+    if verdict.holds == TOKEN_NONE and verdict.reason:
+        data += f";reason={verdict.reason}"  # as the firmware's formatStatusData: only with token=none
+    return data
 
 
 @dataclass
