@@ -1,23 +1,39 @@
-"""Run the functions' handlers the way Lambda does, without Lambda: load, build events, poll SQS.
+"""Run the functions' handlers the way Lambda does, without Lambda: load, build events, poll SQS,
+queue asynchronous invocations, answer the Invoke API.
 
 The local stack and the tests use this to call the real, unchanged handlers with the events AWS
 would send: an S3 notification, a schedule tick, a batch of SQS messages (with receive counts and
-partial batch failures honoured as the SQS event source mapping honours them).
+partial batch failures honoured as the SQS event source mapping honours them). ``AsyncFunction`` is
+Lambda's asynchronous invocation (a queue, retries, an OnFailure destination) and ``LambdaEndpoint``
+its Invoke API, which the functions' own ``lambda.invoke`` reaches through ``AWS_ENDPOINT_URL_LAMBDA``.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import logging
+import queue
+import re
 import sys
+import threading
+import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import quote_plus
+from urllib.parse import quote_plus, unquote
+
+from tokenflow_local.processes import port_error
+
+log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 FUNCTIONS = ROOT / "functions"
+INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations$")
 
 
 @dataclass
@@ -153,3 +169,221 @@ def poll_once(
 
 def schedule_event() -> dict[str, Any]:
     return {"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}}
+
+
+# ---- asynchronous invocations -------------------------------------------------------------------
+
+
+@dataclass
+class FunctionError:
+    function: str
+    error: str
+    at: float = field(default_factory=time.time)
+
+
+class AsyncFunction:
+    """One function's asynchronous invocations (S3 notifications, schedules, ``InvocationType=Event``).
+
+    Lambda queues such events and runs them with up to ``MaximumRetryAttempts`` retries, then hands
+    the event to the ``OnFailure`` destination. Here one worker thread per function does the same
+    (one worker: the sweep's reserved concurrency of 1, and enough for ingest locally).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        function_name: str,
+        *,
+        retries: int,
+        retry_delay: float,
+        on_failure: Callable[[dict[str, Any], Exception], None] | None,
+        errors: list[FunctionError],
+        coalesce: bool = False,
+    ) -> None:
+        self.name = name  # functions/<name>/app.py
+        self.function_name = function_name  # as AWS would name it (FunctionName in Invoke)
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.on_failure = on_failure
+        self.errors = errors
+        self.coalesce = coalesce
+        self.invocations = 0
+        self._jobs: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._run_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._loop, name=f"fn-{name}", daemon=True)
+
+    def start(self) -> None:
+        load_handler(self.name, fresh=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    def submit(self, event: dict[str, Any]) -> bool:
+        """Queue an event; a coalescing function drops it when one is already waiting (same work)."""
+        if self.coalesce and self._jobs.qsize() > 0:
+            return False
+        self._idle.clear()
+        self._jobs.put(event)
+        return True
+
+    def call(self, event: dict[str, Any]) -> Any:
+        """A synchronous invocation (``RequestResponse``), sharing the function's concurrency."""
+        with self._run_lock:
+            self.invocations += 1
+            return invoke(self.name, event)
+
+    @property
+    def idle(self) -> bool:
+        return self._idle.is_set() and self._jobs.empty()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                event = self._jobs.get(timeout=0.2)
+            except queue.Empty:
+                self._idle.set()
+                continue
+            self._idle.clear()
+            for attempt in range(self.retries + 1):
+                try:
+                    self.call(event)
+                    break
+                except Exception as exc:
+                    log.exception("%s failed (attempt %d)", self.function_name, attempt + 1)
+                    self.errors.append(FunctionError(self.name, f"{type(exc).__name__}: {exc}"))
+                    if attempt == self.retries:
+                        if self.on_failure:
+                            self.on_failure(event, exc)
+                    elif self._stop.wait(self.retry_delay):
+                        break
+
+
+def sqs_failure_destination(
+    sqs: Any, queue_url: str, function: str
+) -> Callable[[dict[str, Any], Exception], None]:
+    """An ``OnFailure`` destination on an SQS queue: what Lambda sends there once retries run out, in
+    short (the invocation record's ``requestContext``, ``requestPayload`` and ``responsePayload``)."""
+
+    def send(event: dict[str, Any], exc: Exception) -> None:
+        sqs.send_message(
+            QueueUrl=queue_url,
+            MessageBody=json.dumps(
+                {
+                    "requestContext": {"condition": "RetriesExhausted", "functionArn": function},
+                    "requestPayload": event,
+                    "responsePayload": {"errorType": type(exc).__name__, "errorMessage": str(exc)},
+                }
+            ),
+        )
+
+    return send
+
+
+# ---- the Invoke API ---------------------------------------------------------------------------------
+
+
+class LambdaEndpoint:
+    """The Lambda Invoke API (``POST /2015-03-31/functions/{name}/invocations``) for the local functions.
+
+    Ingest starts a sweep with ``lambda.invoke(InvocationType="Event")``; boto3 sends that here when
+    ``AWS_ENDPOINT_URL_LAMBDA`` names this server, so the function code stays as it runs on AWS.
+    """
+
+    def __init__(self, host: str, port: int, functions: dict[str, AsyncFunction]) -> None:
+        self.functions = functions  # by FunctionName
+        try:
+            self._server = ThreadingHTTPServer((host, port), self._handler_class())
+        except OSError as exc:
+            raise port_error("The local Lambda endpoint", host, port, exc) from exc
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="lambda-endpoint", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return
+
+            def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                payload = b"" if body is None else json.dumps(body, default=str).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_POST(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                match = INVOKE_PATH.match(self.path.split("?")[0])
+                if not match:
+                    self._answer(404, {"message": "unknown route"}, {"x-amzn-ErrorType": "UnknownOperation"})
+                    return
+                # FunctionName may be a name, a partial or a full ARN (optionally with a qualifier).
+                name = unquote(match["name"])
+                if name.startswith("arn:"):
+                    name = name.split(":")[6]
+                function = endpoint.functions.get(name.split(":")[0])
+                if function is None:
+                    self._answer(
+                        404,
+                        {"Type": "User", "message": f"Function not found: {name}"},
+                        {"x-amzn-ErrorType": "ResourceNotFoundException"},
+                    )
+                    return
+                try:
+                    event = json.loads(raw) if raw else {}
+                except ValueError:
+                    self._answer(
+                        400,
+                        {"Type": "User", "message": "Could not parse request body into json"},
+                        {"x-amzn-ErrorType": "InvalidRequestContentException"},
+                    )
+                    return
+                kind = self.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+                if kind == "DryRun":
+                    self._answer(204, None)
+                elif kind == "Event":
+                    function.submit(event)
+                    self._answer(202, None)
+                else:
+                    try:
+                        result = function.call(event)
+                    except Exception as exc:
+                        self._answer(
+                            200,
+                            {"errorMessage": str(exc), "errorType": type(exc).__name__},
+                            {"X-Amz-Function-Error": "Unhandled"},
+                        )
+                    else:
+                        self._answer(200, result)
+
+        return Handler

@@ -16,22 +16,41 @@ workers find a free token) by sorting the whole partition and measuring the size
 skips on the way to the first match: a claim cost grows with the token stock. The query now sees
 only the ``Limit + 1`` first items that match both conditions, picked with a heap; moto's own code
 then sorts, limits (``LastEvaluatedKey`` included), filters and projects them as before.
+
+The patches reach into moto's internals, so they are tied to one moto release: ``WRITTEN_FOR``, the
+version pinned in requirements-dev.txt. Against any other installed version ``install()`` refuses
+(a RuntimeWarning) and moto keeps its own behaviour, slower but right. ``uninstall()`` puts moto's
+own code back. tests/integration/test_moto_speedups_parity.py runs one scenario against moto with
+and without the patches and requires the same answers: run it (``install(force=True)`` patches any
+version) before moving ``WRITTEN_FOR`` to a new moto.
 """
 
 from __future__ import annotations
 
 import copy
 import heapq
+import importlib.metadata
 import threading
 import time
+import warnings
 from decimal import Decimal
 from typing import Any
 
+import moto.dynamodb.models as dynamodb_models
+import moto.sqs.models as sqs_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Item, Table
 
-_installed = False
+# The moto release these patches were written against and checked by the parity test; the same
+# version is pinned in requirements-dev.txt (a test keeps the two equal).
+WRITTEN_FOR = "5.2.5"
+# Checked once, at import: the moto this process runs.
+MOTO_VERSION = importlib.metadata.version("moto")
+
+_MISSING = object()
+# (owner, attribute, what it was before the patch): what uninstall() puts back, newest first.
+_saved: list[tuple[Any, str, Any]] = []
 
 
 class _TableSharingCopy:
@@ -44,12 +63,52 @@ class _TableSharingCopy:
         return copy.deepcopy(value, memo)
 
 
-def install() -> None:
-    global _installed
-    if _installed:
-        return
-    import moto.dynamodb.models as models
+def installed() -> bool:
+    return bool(_saved)
 
+
+def install(*, force: bool = False) -> bool:
+    """Patch moto (once per process); True when the patches are in place.
+
+    A moto other than ``WRITTEN_FOR`` is left as it is, with a RuntimeWarning, unless ``force``
+    (the parity test uses it to check a new moto before ``WRITTEN_FOR`` moves to it).
+    """
+    if _saved:
+        return True
+    if MOTO_VERSION != WRITTEN_FOR and not force:
+        warnings.warn(
+            f"moto {MOTO_VERSION} is installed but tokenflow_local.moto_speedups was written for moto "
+            f"{WRITTEN_FOR} (requirements-dev.txt): moto runs unpatched (correct, but slower on large "
+            "tables). Run `make venv` to install the pinned moto, or check the patches against this "
+            "version with tests/integration/test_moto_speedups_parity.py.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    _patch_transactions()
+    _fast_comparisons()
+    _fast_range_queries()
+    _fast_sqs_clock()
+    return True
+
+
+def uninstall() -> None:
+    """Put moto's own code back (for the parity test: moto with and without the patches)."""
+    while _saved:
+        owner, name, before = _saved.pop()
+        if before is _MISSING:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, before)
+
+
+def _patch(owner: Any, name: str, value: Any) -> None:
+    """Replace ``owner.name`` (a class's or a module's own attribute), remembering what it was."""
+    _saved.append((owner, name, vars(owner).get(name, _MISSING)))
+    setattr(owner, name, value)
+
+
+def _patch_transactions() -> None:
     original = DynamoDBBackend.transact_write_items
 
     def transact_write_items(self: DynamoDBBackend, transact_items: list[dict[str, Any]]) -> None:
@@ -84,12 +143,8 @@ def install() -> None:
                     table.items.pop(hash_key, None)
             raise
 
-    models.copy = _TableSharingCopy  # type: ignore[assignment]
-    _fast_comparisons()
-    _fast_range_queries()
-    _fast_sqs_clock()
-    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
-    _installed = True
+    _patch(dynamodb_models, "copy", _TableSharingCopy)
+    _patch(DynamoDBBackend, "transact_write_items", transact_write_items)
 
 
 def _fast_comparisons() -> None:
@@ -103,13 +158,13 @@ def _fast_comparisons() -> None:
             return Decimal(value.value)
         return slow(value)
 
-    DynamoType.__hash__ = lambda self: hash((self.type, cast(self)))  # type: ignore[method-assign]
-    DynamoType.__eq__ = lambda self, other: self.type == other.type and cast(self) == cast(other)  # type: ignore[method-assign,assignment]
-    DynamoType.__ne__ = lambda self, other: self.type != other.type or cast(self) != cast(other)  # type: ignore[method-assign,assignment]
-    DynamoType.__lt__ = lambda self, other: cast(self) < cast(other)  # type: ignore[method-assign]
-    DynamoType.__le__ = lambda self, other: cast(self) <= cast(other)  # type: ignore[method-assign]
-    DynamoType.__gt__ = lambda self, other: cast(self) > cast(other)  # type: ignore[method-assign]
-    DynamoType.__ge__ = lambda self, other: cast(self) >= cast(other)  # type: ignore[method-assign]
+    _patch(DynamoType, "__hash__", lambda self: hash((self.type, cast(self))))
+    _patch(DynamoType, "__eq__", lambda self, other: self.type == other.type and cast(self) == cast(other))
+    _patch(DynamoType, "__ne__", lambda self, other: self.type != other.type or cast(self) != cast(other))
+    _patch(DynamoType, "__lt__", lambda self, other: cast(self) < cast(other))
+    _patch(DynamoType, "__le__", lambda self, other: cast(self) <= cast(other))
+    _patch(DynamoType, "__gt__", lambda self, other: cast(self) > cast(other))
+    _patch(DynamoType, "__ge__", lambda self, other: cast(self) >= cast(other))
 
 
 _query_items = threading.local()
@@ -137,8 +192,8 @@ def _fast_range_queries() -> None:
         finally:
             _query_items.table = _query_items.items = None
 
-    Table.all_items = all_items  # type: ignore[method-assign]
-    Table.query = query  # type: ignore[method-assign]
+    _patch(Table, "all_items", all_items)
+    _patch(Table, "query", query)
 
 
 def _unsorted_items(table: Table) -> Any:
@@ -203,11 +258,9 @@ def _first_matches(
 def _fast_sqs_clock() -> None:
     """moto's SQS asks the time through datetime arithmetic for every message it looks at, twice per
     message per receive: the same clock, read directly."""
-    import moto.sqs.models as sqs_models
-
     slow = sqs_models.unix_time_millis
 
     def unix_time_millis(dt: Any = None) -> float:
         return time.time() * 1000.0 if dt is None else slow(dt)
 
-    sqs_models.unix_time_millis = unix_time_millis  # type: ignore[assignment]
+    _patch(sqs_models, "unix_time_millis", unix_time_millis)
