@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote_plus
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import BUCKET, TABLE
+from tests.support import seed
 from tests.support.invariants import check_invariants, scan_all
 from tests.support.moto_atomic import AtomicClient
+from tokenflow import aws
 from tokenflow.ingest import Importer
 from tokenflow.observability import logger
 from tokenflow.store import Store
@@ -167,7 +173,7 @@ def test_reimport_never_turns_an_assigned_token_back_into_available(env, store):
     s3.put_object(Bucket=BUCKET, Key="incoming/a.zip", Body=make_export(TOKENS[:3]))
     run_event(s3_put_event(BUCKET, "incoming/a.zip"))
     [(tid, token)] = store.available_candidates(1)
-    store.claim("e00fce68000000000000000a", tid, token, None, {}, "2026-11-22T00:00:00Z")
+    seed.claim(store, "e00fce68000000000000000a", tid, token, "2026-11-22T00:00:00Z")
 
     # A different file (another name, another row order) carrying the same tokens.
     s3.put_object(Bucket=BUCKET, Key="incoming/again.zip", Body=make_export(list(reversed(TOKENS[:3]))))
@@ -253,3 +259,203 @@ def test_object_outside_incoming_is_ignored(env, store):
     s3.put_object(Bucket=BUCKET, Key="processed/a.zip", Body=make_export(TOKENS[:3]))
     assert Importer(store, BUCKET).ingest("processed/a.zip") is None
     assert keys(s3, "processed/") == ["processed/a.zip"]
+
+
+# ---- two deliveries of one event at the same time --------------------------------------------------
+
+
+@pytest.fixture
+def atomic_aws(monkeypatch):
+    """The handlers' clients serialise each request, as AWS applies each one atomically (see
+    tests/support/moto_atomic.py); the threads interleave freely between requests."""
+    lock = threading.Lock()
+    clients: dict[str, AtomicClient] = {}
+
+    def client(service: str) -> AtomicClient:
+        if service not in clients:
+            clients[service] = AtomicClient(boto3.client(service), lock)
+        return clients[service]
+
+    client.cache_clear = clients.clear  # type: ignore[attr-defined]  # aws.reset() calls it at teardown
+    monkeypatch.setattr(aws, "client", client)
+    return client
+
+
+def race(handlers: list, event: dict) -> list[dict]:
+    """Run every handler on ``event`` at once; each one's answer, or the exception it raised."""
+    barrier = threading.Barrier(len(handlers))
+    results: list[Any] = [None] * len(handlers)
+
+    def deliver(n: int) -> None:
+        barrier.wait()
+        try:
+            results[n] = handlers[n].lambda_handler(event, LambdaContext(function_name="ingest"))
+        except Exception as exc:  # the assertion below reports it
+            results[n] = exc
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(len(handlers))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return results
+
+
+def test_two_deliveries_of_one_event_at_once_import_it_once_and_neither_fails(env, store, atomic_aws, caplog):
+    """S3 may deliver one event twice, to two Lambda environments at the same moment."""
+    s3 = env
+    caplog.set_level(logging.INFO)
+    handlers = [load_handler("ingest", fresh=True, instance=f"race{n}") for n in range(2)]
+    tokens = make_tokens(600, seed=5)
+    rounds = 8
+    for n in range(rounds):
+        chunk = tokens[n * 75 : (n + 1) * 75]
+        key = f"incoming/race {n}.zip"
+        s3.put_object(Bucket=BUCKET, Key=key, Body=make_export(chunk, real_qr=False))
+        results = race(handlers, s3_put_event(BUCKET, key))
+
+        assert not [r for r in results if isinstance(r, Exception)], results
+        outcomes = [o for r in results for o in r["imports"]]
+        assert sum(o["tokens_added"] for o in outcomes) == 75, outcomes
+        assert keys(s3, "incoming/") == []
+        filed = [k for k in keys(s3, "processed/") if f"race_{n}.zip" in k]
+        assert len(filed) == 2, filed  # the file and one report
+        [report_key] = [k for k in filed if k.endswith(".report.json")]
+        body = json.loads(s3.get_object(Bucket=BUCKET, Key=report_key)["Body"].read())
+        assert (body["status"], body["tokens_added"], body["tokens_already_known"]) == ("processed", 75, 0)
+        [import_id] = {o["import_id"] for o in outcomes}
+        record = store.get_import(import_id)
+        assert (record["status"], record["summary"]["tokens_added"]) == ("processed", 75)
+    assert check_invariants(store)["tokens"] == {"available": 75 * rounds}
+    losers = [r.getMessage() for r in caplog.records if "already" in r.getMessage().lower()]
+    assert len(losers) >= rounds  # every round's second delivery said why it had nothing to do
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+class MovesTheObjectAfterRead:
+    """An S3 client whose first GetObject returns and then lets ``meanwhile`` run (the other
+    delivery), so the object is gone by the time this delivery copies it."""
+
+    def __init__(self, client: Any, meanwhile: Callable[[], None]) -> None:
+        self._client = client
+        self._meanwhile: Callable[[], None] | None = meanwhile
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            try:
+                return attr(*args, **kwargs)
+            except ClientError as exc:
+                self.calls.append(f"{name}:{exc.response['Error']['Code']}")
+                raise
+            finally:
+                if name == "get_object" and self._meanwhile:
+                    meanwhile, self._meanwhile = self._meanwhile, None
+                    meanwhile()
+
+        return call
+
+
+def test_object_moved_between_the_read_and_the_copy_is_already_handled(env, store, capsys, caplog):
+    s3 = env
+    caplog.set_level(logging.INFO)
+    s3.put_object(Bucket=BUCKET, Key="incoming/a.zip", Body=make_export(TOKENS[:10]))
+    winner = Importer(store, BUCKET)
+    filed: list[Any] = []
+    client = MovesTheObjectAfterRead(
+        boto3.client("s3"), lambda: filed.append(winner.ingest("incoming/a.zip"))
+    )
+    loser = Importer(store, BUCKET, s3=client)
+
+    assert loser.ingest("incoming/a.zip") is None
+    assert filed[0].tokens_added == 10
+    # The loser read the file, then found it filed: its copy met NoSuchKey and that was the end.
+    assert client.calls[0] == "get_object" and "copy_object:NoSuchKey" in client.calls
+    assert "put_object" not in client.calls and "delete_object" not in client.calls
+    messages = [r.getMessage() for r in caplog.records]
+    assert "Object already handled by another delivery" in messages
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert keys(s3, "incoming/") == [] and len(keys(s3, "processed/")) == 2
+    assert report(s3, "processed/")["tokens_added"] == 10  # the winner's report, not overwritten
+    assert check_invariants(store)["tokens"] == {"available": 10}
+    assert "Error" not in capsys.readouterr().out
+
+
+def test_a_delivery_that_finds_the_import_claimed_waits_for_it_and_writes_nothing(env, store, dynamodb):
+    s3 = env
+    s3.put_object(Bucket=BUCKET, Key="incoming/a.zip", Body=make_export(TOKENS[:10]))
+    # The winner claims the import first and stops there, before its first token.
+    finish_winner = claim_then_pause(Importer(store, BUCKET), "incoming/a.zip")
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        # While the loser waits on the claim, the winner finishes the import.
+        waits.append(seconds)
+        if len(waits) == 1:
+            finish_winner()
+
+    class CountingStore(Store):
+        token_writes = 0
+
+        def add_tokens(self, *args: Any, **kwargs: Any) -> Any:
+            CountingStore.token_writes += 1
+            return super().add_tokens(*args, **kwargs)
+
+    loser = Importer(CountingStore(TABLE, dynamodb), BUCKET, sleep=sleep)
+
+    assert loser.ingest("incoming/a.zip") is None
+    assert waits  # it waited for the winner
+    assert CountingStore.token_writes == 0  # and wrote no token: the winner's counts stay whole
+    body = report(s3, "processed/")
+    assert (body["status"], body["tokens_added"], body["tokens_already_known"]) == ("processed", 10, 0)
+    assert keys(s3, "incoming/") == []
+    assert check_invariants(store)["tokens"] == {"available": 10}
+
+
+def claim_then_pause(importer: Importer, key: str) -> Callable[[], None]:
+    """Start ``importer`` on ``key`` in a thread that stops right after it has claimed the import;
+    the returned function lets it finish (and waits for it)."""
+    claimed, go = threading.Event(), threading.Event()
+    original = importer._claim
+
+    def claim(*args: Any, **kwargs: Any) -> bool:
+        held = original(*args, **kwargs)
+        claimed.set()
+        go.wait(timeout=30)
+        return held
+
+    importer._claim = claim  # type: ignore[method-assign]
+    thread = threading.Thread(target=importer.ingest, args=(key,))
+    thread.start()
+    assert claimed.wait(timeout=30)
+
+    def finish() -> None:
+        go.set()
+        thread.join(timeout=30)
+
+    return finish
+
+
+def test_a_claim_left_by_an_attempt_that_died_is_taken_over(env, store, dynamodb, caplog):
+    s3 = env
+    caplog.set_level(logging.INFO)
+    s3.put_object(Bucket=BUCKET, Key="incoming/a.zip", Body=make_export(TOKENS[:10]))
+
+    class DiesWritingTokens(Store):
+        def add_tokens(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("the function timed out")
+
+    with pytest.raises(RuntimeError):
+        Importer(DiesWritingTokens(TABLE, dynamodb), BUCKET).ingest("incoming/a.zip")
+    assert report(s3, "processed/")["status"] == "processing"  # the claim it left behind
+
+    outcome = Importer(store, BUCKET, claim_wait_seconds=0.2).ingest("incoming/a.zip")
+    assert outcome is not None and outcome.tokens_added == 10
+    assert "Taking over an import whose earlier attempt stopped" in [r.getMessage() for r in caplog.records]
+    assert report(s3, "processed/")["status"] == "processed"
+    assert store.get_import(outcome.sha256)["status"] == "processed"
+    assert keys(s3, "incoming/") == []
+    assert check_invariants(store)["tokens"] == {"available": 10}

@@ -311,3 +311,56 @@ def test_deflated_png_is_read_and_crc_checked():
     data = zip_of({"t.csv": csv_text(TOKENS[:1]), f"{TOKENS[0].token}.png": image})  # deflated
     _, tokens = read_all(data)
     assert tokens[0].qr_png == image
+
+
+# ---- what the reader says about a file never shows a token whole -------------------------------
+
+
+def masked(token: str) -> str:
+    return f"{token[:4]}…{token[-4:]}"
+
+
+def test_a_headerless_csv_is_rejected_quoting_its_first_line_masked():
+    t = TOKENS[0]
+    reason = rejected(f"{t.token},{t.qr_token},SN-1\n".encode(), "tokens.csv")
+    assert "no device-token column" in reason and "SN-1" in reason
+    assert t.token not in reason and masked(t.token) in reason
+    assert t.qr_token not in reason and f"sqr_{masked(t.qr_token[4:])}" in reason
+
+
+def test_entry_names_carrying_tokens_are_listed_masked():
+    a, b, c = TOKENS[:3]
+    data = zip_of(
+        {
+            f"{c.token}.csv": csv_text(TOKENS[:2]),
+            f"qr/{a.token}.png": b"\x89PNG\r\n\x1a\n",
+            f"qr/copy/{a.token}.png": b"\x89PNG\r\n\x1a\n",  # the same image name again
+            f"__MACOSX/qr/._{b.token}.png": b"fork",
+        }
+    )
+    summary = read_all(data)[0].summary()
+    assert summary["csv_entry"] == f"{masked(c.token)}.csv"
+    assert sorted(summary["ignored_entries"]) == [
+        f"__MACOSX/qr/._{b.token[:3]}…{b.token[-4:]}.png",
+        f"qr/copy/{masked(a.token)}.png",
+    ]
+    assert not [t for t in (a.token, b.token, c.token) if t in repr(summary)]
+
+
+def test_a_rejection_naming_an_entry_masks_the_token_in_it():
+    t = TOKENS[0]
+    for entries, expected in (
+        ({f"{t.token}.zip": b"PK", "t.csv": "x"}, "another archive"),
+        ({f"a/{t.token}.csv": "x", "b.csv": "y"}, "2 CSV files"),
+    ):
+        reason = rejected(zip_of(entries))
+        assert expected in reason and masked(t.token) in reason and t.token not in reason
+
+
+def test_metadata_and_columns_mask_a_token_in_another_column():
+    old, new = TOKENS[:2]
+    text = f"Device Token,Replaced {old.token}\n{new.token},{old.token}\n"
+    reader, [token] = read_all(text.encode(), "t.csv")
+    assert token.token == new.token  # the row's own token is whole: it is what gets stored
+    assert token.metadata == {f"Replaced {masked(old.token)}": masked(old.token)}
+    assert reader.summary()["columns"] == ["Device Token", f"Replaced {masked(old.token)}"]

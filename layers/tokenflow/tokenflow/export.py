@@ -13,6 +13,11 @@ vary and strict about what would corrupt state:
 - row problems (malformed token, wrong number of fields, a huge field, a duplicate) skip the row and
   are listed in the summary, with the row number and the token only masked.
 
+Whatever this module says about the file (a rejection reason quoting a line or an entry name, the
+ignored entries, the CSV's name and columns, a row's problem, a token's metadata) goes through
+``tokens.redact``: an entry may be named after the AuthToken its image shows, and a CSV without a
+header starts with one. Only a row's own AuthToken and QR Token leave this module whole.
+
 The archive is read in memory and never extracted. The constructor validates every row (one pass
 over the CSV, keeping only the set of tokens seen), so a file is rejected before its first write;
 ``batches()`` then parses the CSV again and reads the PNGs of one batch at a time, so memory does
@@ -34,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tokenflow import zipindex
-from tokenflow.tokens import is_auth_token, is_qr_token, mask
+from tokenflow.tokens import is_auth_token, is_qr_token, mask, redact
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ARCHIVE_SUFFIXES = (".zip", ".gz", ".tgz", ".tar", ".7z", ".rar", ".bz2", ".xz", ".zst", ".jar")
@@ -64,9 +69,14 @@ class Limits:
 
 
 class ExportRejected(Exception):
-    """The whole file is unusable; ``reason`` says why in words an operator can act on."""
+    """The whole file is unusable; ``reason`` says why in words an operator can act on.
+
+    The reason is redacted here, once for every rejection: several quote the file (its first line,
+    an entry name, zipfile's own messages, which name entries too).
+    """
 
     def __init__(self, reason: str) -> None:
+        reason = redact(reason)
         super().__init__(reason)
         self.reason = reason
 
@@ -87,7 +97,10 @@ class RowProblem:
     token: str | None = None  # masked
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in (("row", self.row), ("reason", self.reason), ("token", self.token)) if v}
+        # The reasons are this module's own words or the csv module's, which quote no field; the
+        # redaction is there so that stays true whatever a later reason says.
+        fields = (("row", self.row), ("reason", redact(self.reason)), ("token", self.token))
+        return {k: v for k, v in fields if v}
 
 
 @dataclass
@@ -170,7 +183,7 @@ class ExportReader:
             if name.endswith("/"):
                 continue
             if special:  # __MACOSX/ or a dot-file (unsafe names were rejected above)
-                self.ignored_entries.append(name)
+                self.ignored_entries.append(redact(name))
                 continue
             lower = name.lower()
             if lower.endswith(ARCHIVE_SUFFIXES):
@@ -182,12 +195,12 @@ class ExportReader:
             elif lower.endswith(".png"):
                 self.png_count += 1
                 base = name.rpartition("/")[2][:-4]
-                if base in self._pngs:
-                    self.ignored_entries.append(name)
+                if base in self._pngs:  # a second image of the same name: the first one counts
+                    self.ignored_entries.append(redact(name))
                 else:
                     self._pngs[base] = entry
             else:
-                self.ignored_entries.append(name)
+                self.ignored_entries.append(redact(name))
         if not csvs:
             raise ExportRejected("the archive holds no CSV file of tokens")
         if len(csvs) > 1:
@@ -327,8 +340,10 @@ class ExportReader:
                 continue
             token = fields[self._token_col].strip()
             qr = self._qr(fields)
+            # The other columns are shown by the API with the device: a column that holds another
+            # token (a replaced one, say) must not show it there.
             metadata = {
-                name: value.strip()
+                redact(name): redact(value.strip())
                 for i, (name, value) in enumerate(zip(self.columns, fields, strict=True))
                 if i not in (self._token_col, self._qr_col) and name and value.strip()
             }
@@ -359,9 +374,9 @@ class ExportReader:
         stats = self.stats
         return {
             "format": self.format,
-            "csv_entry": self.csv_entry,
+            "csv_entry": redact(self.csv_entry),
             "delimiter": {",": "comma", ";": "semicolon", "\t": "tab"}[self._delimiter],
-            "columns": self.columns,
+            "columns": [redact(c) for c in self.columns],
             "rows_read": stats.rows_read,
             "tokens_valid": stats.tokens_valid,
             "duplicates_in_file": stats.duplicates_in_file,

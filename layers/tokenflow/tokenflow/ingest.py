@@ -11,6 +11,20 @@ Every step is safe to repeat, because S3 delivers events at least once:
   overlapping import never changes a stored token;
 - the object leaves ``incoming/`` last, after its report and its import record are written; an event
   for an object that is already gone is a no-op.
+
+Two deliveries of one event may also run at the same time, in two Lambda environments. Before it
+writes a token, a delivery claims the import by creating its report key with ``If-None-Match: *``
+(a placeholder the finished report replaces), so exactly one of them imports and files the file:
+the other waits for the import record to be finished and stops as "already handled" (no error, no
+alarm, no token written, so the report's counts stay whole). Likewise a delivery that finds the
+object gone at CopyObject or DeleteObject, while the import record says the file was filed, has
+nothing left to do. A claim whose record never finishes (the attempt died after claiming) is taken
+over after ``claim_wait_seconds``: kept well under the function's timeout, so a retry can still
+finish the import; a live import slower than that may then run twice, which stores each token once
+all the same (``Store.add_tokens``) and only splits the counts between two reports.
+
+Object keys and the reader's summary go through ``tokens.redact`` before they reach a report, the
+import record, a destination key or a log line: an operator may name an upload after a token.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import hashlib
 import json
 import posixpath
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,6 +46,7 @@ from tokenflow import aws
 from tokenflow.export import ExportReader, ExportRejected, Limits
 from tokenflow.observability import logger, metrics
 from tokenflow.store import NewToken, Store
+from tokenflow.tokens import redact
 
 INCOMING_PREFIX = "incoming/"
 PROCESSED_PREFIX = "processed/"
@@ -38,6 +54,11 @@ REJECTED_PREFIX = "rejected/"
 WRITE_BATCH = 99  # tokens per TransactWriteItems, with one counter shard: 100 items
 REPORT_PROBLEMS_KEPT = 1000  # rows listed in a report; the count is always complete
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+FINISHED = frozenset({"processed", "rejected"})
+# S3 answers a conditional write that finds the key with 412, and one that races another conditional
+# write of the same key with 409 (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html).
+_CLAIMED = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
+_GONE = frozenset({"NoSuchKey", "404", "NotFound"})
 
 
 def utc_now() -> str:
@@ -66,6 +87,8 @@ class Importer:
         limits: Limits | None = None,
         on_tokens_added: Callable[[int], None] | None = None,
         clock: Callable[[], str] = utc_now,
+        claim_wait_seconds: float = 60.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.bucket = bucket
@@ -73,26 +96,32 @@ class Importer:
         self.limits = limits or Limits()
         self.on_tokens_added = on_tokens_added
         self.clock = clock
+        # How long a delivery that finds another one's report waits for that one to finish.
+        self.claim_wait_seconds = claim_wait_seconds
+        self.sleep = sleep
 
     def ingest(self, key: str) -> ImportOutcome | None:
         """Import ``s3://bucket/key``; None when there is nothing (left) to do for that key."""
+        shown_key = redact(key)  # the key as reports, records and logs show it
         if not key.startswith(INCOMING_PREFIX):
-            logger.warning("Ignoring an object outside incoming/", extra={"key": key})
+            logger.warning("Ignoring an object outside incoming/", extra={"key": shown_key})
             return None
         started = self.clock()
         data = self._read(key)
         if data is None:
-            logger.info("Object already handled (no longer in incoming/)", extra={"key": key})
+            logger.info("Object already handled (no longer in incoming/)", extra={"key": shown_key})
             return None
         sha256 = hashlib.sha256(data).hexdigest()
-        log_context = {"key": key, "import_id": sha256, "size_bytes": len(data)}
+        log_context = {"key": shown_key, "import_id": sha256, "size_bytes": len(data)}
 
         previous = self.store.get_import(sha256)
-        if previous and previous.get("status") in {"processed", "rejected"}:
-            if previous.get("source_key") == key:
-                # The same event again after the import finished but before the file left incoming/.
+        if previous and previous.get("status") in FINISHED:
+            if previous.get("source_key") == shown_key:
+                # The same event again after the import finished but before the file left incoming/:
+                # its report is written already (it precedes the record), only the move is left.
                 logger.info("Finishing an import that was already recorded", extra=log_context)
-                return self._file_away(key, sha256, dict(previous.get("summary", {})), record=False)
+                summary = dict(previous.get("summary", {}))
+                return self._file_away(key, sha256, summary, data, record=False, write_report=False)
             logger.info("Duplicate upload of an imported file", extra=log_context)
             report = self._base_report(key, sha256, len(data), started)
             first = previous.get("source_key")
@@ -105,20 +134,27 @@ class Importer:
                 report.update(status="duplicate", reason=f"the same file was imported before as {first}")
             report.update(duplicate_of=sha256, first_source_key=first)
             metrics.add_metric(name="DuplicateImports", unit="Count", value=1)
-            return self._file_away(key, sha256, report, record=False)
+            return self._file_away(key, sha256, report, data, record=False)
 
-        self.store.begin_import(sha256, key, len(data), started)
+        self.store.begin_import(sha256, shown_key, len(data), started)
         report = self._base_report(key, sha256, len(data), started)
         try:
+            # The constructor reads and checks the whole file; nothing is written before it passes.
             reader = ExportReader(data, posixpath.basename(key), self.limits)
-            added, known = self._store_tokens(reader, sha256)
         except ExportRejected as exc:
-            report.update(status="rejected", reason=exc.reason)
-            logger.warning("Export rejected", extra={**log_context, "reason": exc.reason})
+            reason = redact(exc.reason)  # redacted by ExportRejected already; kept so if that changes
+            report.update(status="rejected", reason=reason)
+            if not self._claim(key, sha256, report):
+                return None
+            logger.warning("Export rejected", extra={**log_context, "reason": reason})
             metrics.add_metric(name="ImportsRejected", unit="Count", value=1)
-            return self._file_away(key, sha256, report)
+            return self._file_away(key, sha256, report, data)
 
-        summary = reader.summary()
+        report["status"] = "processed"
+        if not self._claim(key, sha256, report):
+            return None
+        added, known = self._store_tokens(reader, sha256)
+        summary = _redacted(reader.summary())
         problems = summary.pop("problems", [])
         report.update(summary)
         report.update(
@@ -140,7 +176,7 @@ class Importer:
         )
         metrics.add_metric(name="TokensImported", unit="Count", value=added)
         metrics.add_metric(name="RowsRejected", unit="Count", value=len(problems))
-        outcome = self._file_away(key, sha256, report)
+        outcome = self._file_away(key, sha256, report, data)
         if added and self.on_tokens_added:
             self.on_tokens_added(added)
         return outcome
@@ -151,7 +187,7 @@ class Importer:
         try:
             obj = self.s3.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+            if _code(exc) in _GONE:
                 return None
             raise
         body = obj["Body"]
@@ -181,7 +217,7 @@ class Importer:
     def _base_report(self, key: str, sha256: str, size: int, started: str) -> dict[str, Any]:
         return {
             "import_id": sha256,
-            "source_key": key,
+            "source_key": redact(key),
             "size_bytes": size,
             "started_at": started,
             "tokens_added": 0,
@@ -190,36 +226,56 @@ class Importer:
 
     def _destination(self, key: str, sha256: str, status: str) -> tuple[str, str]:
         prefix = REJECTED_PREFIX if status == "rejected" else PROCESSED_PREFIX
-        name = _SAFE_NAME.sub("_", posixpath.basename(key)) or "export"
+        name = _SAFE_NAME.sub("_", redact(posixpath.basename(key))) or "export"
         day = self.clock()[:10]
         base = f"{prefix}{day}/{sha256[:16]}-{name}"
         return base, f"{base}.report.json"
 
     def _file_away(
-        self, key: str, sha256: str, report: dict[str, Any], *, record: bool = True
-    ) -> ImportOutcome:
+        self,
+        key: str,
+        sha256: str,
+        report: dict[str, Any],
+        data: bytes,
+        *,
+        record: bool = True,
+        write_report: bool = True,
+    ) -> ImportOutcome | None:
         """Write the report, move the file beside it, record the outcome; the file leaves incoming/ last.
 
         ``record=False`` files away without touching the import record: a duplicate upload, or the
-        end of an import whose record is already complete (its report names the destination).
+        end of an import whose record is already complete (its report names the destination; with
+        ``write_report=False`` that report, written before the record, is left as it is).
+
+        None when the file is gone and its import is recorded: another delivery filed it.
         """
         status = report.get("status", "processed")
         if not report.get("destination_key"):
             destination, report_key = self._destination(key, sha256, status)
-            report.update(destination_key=destination, report_key=report_key, finished_at=self.clock())
+            report.update(destination_key=destination, report_key=report_key)
+        report.setdefault("finished_at", self.clock())
         destination, report_key = report["destination_key"], report["report_key"]
-        self.s3.put_object(
-            Bucket=self.bucket,
-            Key=report_key,
-            Body=json.dumps(report, indent=2, sort_keys=True, default=str, ensure_ascii=False).encode(),
-            ContentType="application/json; charset=utf-8",
-        )
-        self.s3.copy_object(
-            Bucket=self.bucket, Key=destination, CopySource={"Bucket": self.bucket, "Key": key}
-        )
+        if write_report:
+            self._put_report(report_key, report)
+        try:
+            self.s3.copy_object(
+                Bucket=self.bucket, Key=destination, CopySource={"Bucket": self.bucket, "Key": key}
+            )
+        except ClientError as exc:
+            if _code(exc) not in _GONE:
+                raise
+            if self._import_finished(sha256):
+                self._already_handled(key, sha256, "the file was moved by another delivery")
+                return None
+            # Gone, yet not filed by an import: keep the bytes this delivery holds beside the report.
+            self.s3.put_object(Bucket=self.bucket, Key=destination, Body=data)
         if record:
             self.store.finish_import(sha256, _record_summary(report), self.clock())
-        self.s3.delete_object(Bucket=self.bucket, Key=key)
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:  # S3 deletes a missing key without error; stores that do not are fine
+            if _code(exc) not in _GONE:
+                raise
         return ImportOutcome(
             status=status,
             sha256=sha256,
@@ -228,6 +284,80 @@ class Importer:
             tokens_added=int(report.get("tokens_added", 0)) if record else 0,
             report=report,
         )
+
+    def _claim(self, key: str, sha256: str, report: dict[str, Any]) -> bool:
+        """Take this import before writing anything for it; False when another delivery has it.
+
+        The claim is the import's report key, created only if it does not exist (``If-None-Match:
+        *``) with a placeholder that the finished report replaces. Exactly one of two deliveries
+        running together creates it; the other waits for the import record to be finished and is
+        then "already handled". A record that stays unfinished for ``claim_wait_seconds`` belonged
+        to an attempt that stopped after its claim (a crash, a timeout): this delivery takes over.
+        """
+        destination, report_key = self._destination(key, sha256, report["status"])
+        report.update(destination_key=destination, report_key=report_key)
+        placeholder = {**report, "status": "processing", "note": "the import is being filed"}
+        try:
+            self._put_report(report_key, placeholder, if_none_match=True)
+            return True
+        except ClientError as exc:
+            if _code(exc) not in _CLAIMED:
+                raise
+        if self._wait_for_finish(sha256):
+            self._already_handled(key, sha256, "another delivery holds its import")
+            return False
+        logger.info(
+            "Taking over an import whose earlier attempt stopped",
+            extra={"key": redact(key), "import_id": sha256},
+        )
+        return True
+
+    def _put_report(self, report_key: str, report: dict[str, Any], *, if_none_match: bool = False) -> None:
+        body = json.dumps(report, indent=2, sort_keys=True, default=str, ensure_ascii=False).encode()
+        self.s3.put_object(
+            Bucket=self.bucket,
+            Key=report_key,
+            Body=body,
+            ContentType="application/json; charset=utf-8",
+            **({"IfNoneMatch": "*"} if if_none_match else {}),
+        )
+
+    def _import_finished(self, sha256: str) -> bool:
+        record = self.store.get_import(sha256)
+        return bool(record) and record.get("status") in FINISHED
+
+    def _wait_for_finish(self, sha256: str) -> bool:
+        deadline = time.monotonic() + self.claim_wait_seconds
+        pause = 0.05
+        while True:
+            if self._import_finished(sha256):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    def _already_handled(self, key: str, sha256: str, why: str) -> None:
+        # Not an error: S3 delivers events at least once, and two deliveries may run together.
+        logger.info(
+            "Object already handled by another delivery",
+            extra={"key": redact(key), "import_id": sha256, "why": why},
+        )
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _redacted(value: Any) -> Any:
+    """Every string in a JSON-like value redacted (the reader redacts its summary; this makes sure)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
 
 
 def _record_summary(report: dict[str, Any]) -> dict[str, Any]:
