@@ -11,8 +11,6 @@ import os
 from dataclasses import dataclass
 from functools import cache
 
-from aws_lambda_powertools.utilities import parameters
-
 SECRET_MAX_AGE = 300
 LEDGER_SCOPES = ("sandbox", "org", "product")
 
@@ -82,6 +80,10 @@ def settings() -> Settings:
 
 def secret(name: str) -> str:
     """A decrypted SSM SecureString, cached across invocations of a warm function."""
+    # Imported here: the Parameters utility imports boto3 at once (about 150 ms of a cold start,
+    # bench/README.md), and only the functions that read a secret need it, at their first call.
+    from aws_lambda_powertools.utilities import parameters
+
     value = parameters.get_parameter(name, decrypt=True, max_age=SECRET_MAX_AGE)
     if not value:
         raise ConfigurationError(f"SSM parameter {name} is empty")
