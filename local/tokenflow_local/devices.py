@@ -93,13 +93,15 @@ def judge_ledger(data: dict[str, Any] | None) -> Verdict:
 
 
 def status_for(verdict: Verdict, firmware: str, synced: bool) -> str:
-    """The status data the firmware publishes for what it holds."""
-    data = format_status_data(
-        verdict.fingerprint, firmware, invalid=verdict.holds == TOKEN_INVALID, synced=synced
+    """The status data the firmware publishes for what it holds (``reason`` only with token=none,
+    as the firmware's formatStatusData writes it)."""
+    return format_status_data(
+        verdict.fingerprint,
+        firmware,
+        invalid=verdict.holds == TOKEN_INVALID,
+        synced=synced,
+        reason=verdict.reason if verdict.holds == TOKEN_NONE else None,
     )
-    if verdict.holds == TOKEN_NONE and verdict.reason:
-        data += f";reason={verdict.reason}"  # as the firmware's formatStatusData: only with token=none
-    return data
 
 
 @dataclass
