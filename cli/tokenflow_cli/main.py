@@ -247,13 +247,19 @@ def cmd_assign(ctx: Context) -> int:
 def cmd_transfer(ctx: Context) -> int:
     old, new = _device_id(ctx.args.old), _device_id(ctx.args.new)
     answer = ctx.api.post(f"/devices/{old}/transfer", {"to": new})
-    ctx.show(
-        answer,
-        lambda a: (
-            f"token {a['token'].get('mask')} moves from {a['from']} ({a['old_state']}) "
-            f"to {a['to']} ({a['new_state']})"
-        ),
-    )
+
+    def text(a: dict[str, Any]) -> str:
+        line = (
+            f"token {a['token'].get('mask')} moves from {a['from']} ({a['old_state']}: its Ledger is "
+            f"cleared, then it is retired) to {a['to']} ({a['new_state']})"
+        )
+        replaced = a.get("replaced_token")
+        if replaced:
+            fate = "back in stock" if replaced.get("state") == "available" else "released, never reused"
+            line += f"; {a['to']}'s own token {replaced.get('mask')} is {fate}"
+        return line
+
+    ctx.show(answer, text)
     return 0
 
 
@@ -265,8 +271,10 @@ def cmd_revoke(ctx: Context) -> int:
         if a.get("already_revoked"):
             line += " (already revoked)"
         if a.get("device_id"):
-            requeued = "back to waiting" if a.get("device_requeued") else "not requeued"
-            line += f"; device {a['device_id']} {requeued}"
+            if a.get("device_requeued"):
+                line += f"; device {a['device_id']}: its Ledger is cleared, then it gets a fresh token"
+            else:
+                line += f"; device {a['device_id']} not requeued"
         return line
 
     ctx.show(answer, text)

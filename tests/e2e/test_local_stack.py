@@ -5,7 +5,8 @@ Particle simulator's HTTP API. The steps build on each other (one stack per modu
 
 1. an export of 20 tokens for 24 eligible devices: 20 get a Ledger and confirm it, 4 wait;
 2. the same export dropped again changes nothing; a broken zip lands in rejected/ with a report;
-3. a transfer (RMA) moves a token to a replacement device; a revoke sends its holder back to waiting;
+3. a transfer (RMA) moves a token to a replacement device and clears the old one's Ledger; a revoke
+   clears its holder's Ledger and sends it back to waiting;
 4. a second export tops up every waiting device.
 """
 
@@ -78,12 +79,18 @@ def sim(stack: LocalStack, path: str, method: str = "GET", **kwargs: Any) -> dic
 
 
 def ledgers(stack: LocalStack) -> dict[str, str]:
-    """device id -> the token in its Ledger."""
+    """device id -> the token its own synced Ledger copy holds (what the device uses); devices that
+    hold none, or the cleared state, are left out."""
     return {
-        i["device_id"]: i["data"].get("blynk_token")
-        for i in sim(stack, "/ledgers")["instances"]
-        if i["ledger"] == "blynk-tokens-c2d"
+        d["device_id"]: d["data"]["blynk_token"]
+        for d in sim(stack, "/device-ledgers")["devices"]
+        if d["data"] and d["data"].get("blynk_token")
     }
+
+
+def device_copy(stack: LocalStack, device_id: str) -> dict[str, Any] | None:
+    """The device's own Ledger copy, whole (the cleared state included)."""
+    return next(d["data"] for d in sim(stack, "/device-ledgers")["devices"] if d["device_id"] == device_id)
 
 
 def eventually(check, timeout: float = 20.0, what: str = "") -> Any:
@@ -205,7 +212,8 @@ def test_a_transfer_moves_a_token_to_a_replacement_device(stack):
     def moved():
         now_held = ledgers(stack)
         assert now_held.get(new) == held[old]
-        assert old not in now_held  # the retired device's Ledger instance is gone
+        # the old device's own copy holds the cleared state: it stopped using the token
+        assert device_copy(stack, old) == {"blynk_token": "", "state": "transferred"}
         _state_is(stack, new, "confirmed")
         _state_is(stack, old, "retired")
 
@@ -218,7 +226,13 @@ def test_a_revoked_token_leaves_its_device_waiting_for_a_fresh_one(stack):
     revoked = held[device_id]
     answer = api(stack, "POST", f"/tokens/{token_id(revoked)}/revoke")
     assert answer.status_code == 200, answer.text
-    _state_is(stack, device_id, "waiting")
+    assert answer.json()["device_state"] == "clearing"
+
+    def cleared():  # no token is left in stock: the cleared state stays on the device
+        assert device_copy(stack, device_id) == {"blynk_token": "", "state": "revoked"}
+        _state_is(stack, device_id, "waiting")
+
+    eventually(cleared)
     tokens, _ = counts(stack)
     assert tokens["revoked"] == 1
     story.update(revoked_device=device_id, revoked_token=revoked)
