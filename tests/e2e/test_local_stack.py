@@ -258,6 +258,45 @@ def test_a_second_export_tops_up_the_waiting_devices(stack, s3):
     assert all(is_auth_token(t) for t in held.values())
 
 
+def test_rma_in_the_natural_order_the_served_replacement_takes_the_old_token(stack):
+    held = ledgers(stack)
+    old = next(d for d in held if d in eligible_ids(stack) and d != story.get("revoked_device"))
+    moved_token = held[old]
+    new = sim(stack, "/devices", "POST", json={"count": 1})["ids"][0]
+    # The replacement joins the product and the automation serves it from stock, as it should.
+    eventually(lambda: _state_is(stack, new, "confirmed"), 30)
+    own = ledgers(stack)[new]
+
+    answer = api(stack, "POST", f"/devices/{old}/transfer", json={"to": new})
+    assert answer.status_code == 202, answer.text
+    body = answer.json()
+    assert body["new_previous_state"] == "confirmed"
+    assert (
+        body["replaced_token"]["token_id"] == token_id(own) and body["replaced_token"]["state"] == "released"
+    )
+
+    def moved():
+        assert ledgers(stack).get(new) == moved_token
+        assert device_copy(stack, old) == {"blynk_token": "", "state": "transferred"}
+        _state_is(stack, new, "confirmed")
+        _state_is(stack, old, "retired")
+
+    eventually(moved)
+    assert counts(stack)[0]["released"] == 1
+
+    # and back again: the retired device takes the token, the replacement's Ledger is cleared
+    answer = api(stack, "POST", f"/devices/{new}/transfer", json={"to": old})
+    assert answer.status_code == 202, answer.text
+
+    def back():
+        assert ledgers(stack).get(old) == moved_token
+        assert device_copy(stack, new) == {"blynk_token": "", "state": "transferred"}
+        _state_is(stack, old, "confirmed")
+        _state_is(stack, new, "retired")
+
+    eventually(back)
+
+
 def _state_is(stack: LocalStack, device_id: str, state: str) -> None:
     answer = api(stack, "GET", f"/devices/{device_id}")
     assert answer.status_code == 200, answer.text

@@ -22,6 +22,7 @@ from openapi_spec_validator import validate as validate_spec
 from tests.conftest import BUCKET, TABLE
 from tests.support import seed
 from tests.support.invariants import check_invariants
+from tokenflow.ingest import utc_now
 from tokenflow.store import NewToken, Store
 from tokenflow.tokens import fingerprint, mask, token_id
 from tokenflow_local import lambda_runtime
@@ -553,6 +554,24 @@ def test_another_fingerprint_flags_the_device_and_redelivers(world):
     item = store.get_device(device(1))
     assert item["reported_fp"] == fingerprint(wrong) and item["mismatch_at"]
     assert [(m["device_id"], m["reason"]) for m in queued(world)] == [(device(1), "redeliver")]
+
+
+def test_a_mismatch_is_counted_and_the_next_matching_report_confirms_again(world):
+    store, own, wrong = world["store"], world["given"][device(1)], world["given"][device(2)]
+    assert hook(world, {**status_body(device(1), own), "published_at": utc_now()})[1]["action"] == "confirmed"
+    status, data, _ = hook(world, {**status_body(device(1), wrong), "published_at": utc_now()})
+    assert (status, data["action"], data["state"]) == (200, "redeliver", "delivered")
+    item = store.get_device(device(1))
+    assert item["state"] == "delivered" and item["mismatches"] == 1
+    assert store.get_token(token_id(own))["state"] == "delivered"
+    assert [(m["device_id"], m["reason"]) for m in queued(world)] == [(device(1), "redeliver")]
+    status, data, _ = hook(world, {**status_body(device(1), own), "published_at": utc_now()})
+    assert (status, data["action"], data["state"]) == (200, "confirmed", "confirmed")
+    item = store.get_device(device(1))
+    assert item["mismatches"] == 1 and "reported_fp" not in item and "mismatch_at" not in item
+    status, data, _ = world["api"].get(f"/devices/{device(1)}")
+    assert (data["state"], data["mismatches"]) == ("confirmed", 1)
+    check_invariants(store)
 
 
 def test_a_device_without_a_token_is_queued_only_when_one_is_available(world):
