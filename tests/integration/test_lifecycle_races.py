@@ -118,3 +118,19 @@ def test_confirm_and_revoke_fired_together_end_with_the_device_cleared_and_waiti
     assert state["devices"] == {"waiting": PAIRS}
     assert all(rig.sim.device_ledger(d) == {"blynk_token": "", "state": "revoked"} for d in devices)
     assert set(actions) <= {"confirmed", "ignored", "clear-queued"}
+
+
+def test_a_clear_particle_fails_leaves_the_device_clearing_until_a_retry_succeeds(rig):
+    old, new = served_fleet(rig, 1)[0], rig.sim.add_devices(1)[0]
+    rig.lifecycle.transfer(old, new)
+    rig.sim.set_faults(error_rate=1.0, error_statuses=(503,))
+    with pytest.raises(RetryLater):
+        rig.assigner.assign(AssignRequest(old, "clearing", "clear"), receive_count=5)
+    item = rig.store.get_device(old)
+    assert item["state"] == "clearing" and "503" in item["last_error"] and item["attempts"] == 1
+    assert rig.sim.device_ledger(old)["blynk_token"]  # the device still holds the token: not retired
+    rig.sim.set_faults()
+    state = rig.check()  # the queued clear (and the new device's delivery) go through now
+    assert rig.store.get_device(old)["state"] == "retired"
+    assert rig.sim.device_ledger(old) == {"blynk_token": "", "state": "transferred"}
+    assert state["devices"] == {"retired": 1, "delivered": 1}

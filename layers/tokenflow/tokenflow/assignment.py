@@ -268,9 +268,14 @@ class Assigner:
                 raise AuthFailure("Particle refused the access token (401)") from None
             error = _describe(exc)
             self.store.note_clear_attempt(device_id, error, self.clock())
-            metrics.add_metric(name="LedgerClearFailures", unit="Count", value=1)
-            logger.warning("Ledger clear failed", extra={"device_id": device_id, "error": error})
-            # The device stays clearing (visible in the API); the sweep picks it up again later.
+            final = decision == "fail"
+            if final:  # a revoked or moved token may still work on this device: an operator must look
+                metrics.add_metric(name="LedgerClearsFailed", unit="Count", value=1)
+            logger.warning(
+                "Ledger clear failed", extra={"device_id": device_id, "error": error, "final": final}
+            )
+            # The device stays clearing (visible in the API); the message is retried, then the sweep
+            # queues the device again.
             raise RetryLater(error) from None
 
 
