@@ -8,7 +8,9 @@ a short ``key=value`` list separated by ``;`` (cheap to build on a device, no JS
 ``token`` is ``none`` (no token in the Ledger), ``invalid`` (the Ledger holds something that is not
 an AuthToken) or the token's fingerprint: the first 12 hex characters of its SHA-256
 (``tokenflow.tokens.fingerprint``), which reveals nothing usable about the token. Unknown keys are
-ignored so that newer firmware can add some.
+ignored so that newer firmware can add some. ``synced=1`` means the Ledger has synced since the
+device booted, so the report describes the cloud's current value; ``synced=0`` describes the flash
+copy read at boot, which may be stale (the API waits for the report after the sync).
 
 ``reason`` comes only with ``token=none``, when the device holds no token because the cloud
 cleared its Ledger: ``revoked`` or ``transferred``. Any other value (a newer firmware's, or noise)

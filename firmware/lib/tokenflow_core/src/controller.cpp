@@ -133,7 +133,10 @@ CloudAccepted Controller::loop(uint32_t now, bool connected, Publisher& publishe
 CloudAccepted Controller::sendStatus(uint32_t now, Publisher& publisher) {
     char data[kStatusDataCapacity];
     const size_t len =
-        formatStatusData(data, sizeof(data), state_, fingerprint_, config_.firmwareVersion, synced_, reason_);
+        // synced=1 only once the Ledger has synced since this boot: before that the report describes a
+        // flash copy that may be stale (a revoke made while the device was offline), and the cloud waits
+        // for the report after the sync rather than act on it (the simulated fleet does the same).
+        formatStatusData(data, sizeof(data), state_, fingerprint_, config_.firmwareVersion, syncedSinceBoot_, reason_);
     statusLast_ = now;
     if (len == 0 || len > publisher.maxDataSize()) {
         // Cannot happen with a sane configuration; give up on this report rather than loop on it.
