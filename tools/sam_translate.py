@@ -61,7 +61,8 @@ def translate(
         **REQUIRED_PARAMETERS,
         **(parameter_values or {}),
     }
-    return transform(_packaged(sam), values, StaticManagedPolicies())
+    # Metadata passes through so that checkov sees the inline suppressions written on SAM resources.
+    return transform(_packaged(sam), values, StaticManagedPolicies(), passthrough_metadata=True)
 
 
 def _packaged(sam: dict[str, Any]) -> dict[str, Any]:

@@ -140,10 +140,17 @@ def function_events(logical_id: str, kind: str, path: Path = TEMPLATE) -> list[d
 
 
 def s3_key_filters(logical_id: str, path: Path = TEMPLATE) -> list[tuple[str, str]]:
-    """(prefix, suffix) of every S3 notification of a function."""
+    """(prefix, suffix) of every S3 notification of a function: its SAM ``S3`` events and the
+    ``LambdaConfigurations`` of any bucket's ``NotificationConfiguration`` that name it."""
     filters = []
-    for props in function_events(logical_id, "S3", path):
-        rules = props.get("Filter", {}).get("S3Key", {}).get("Rules", [])
+    configs = [props.get("Filter", {}) for props in function_events(logical_id, "S3", path)]
+    for bucket in resources_of_type("AWS::S3::Bucket", path):
+        notifications = resource(bucket, path).get("NotificationConfiguration", {})
+        for config in notifications.get("LambdaConfigurations", []):
+            if _logical_of(config.get("Function")) == logical_id:
+                configs.append(config.get("Filter", {}))
+    for config in configs:
+        rules = config.get("S3Key", {}).get("Rules", [])
         named = {r["Name"].lower(): r["Value"] for r in rules}
         filters.append((named.get("prefix", ""), named.get("suffix", "")))
     return filters
@@ -185,6 +192,9 @@ class StackResources:
         self.stack_name = stack_name
         self.path = path
         self.parameters = parameter_defaults(path)
+        if "ExportsBucketPrefix" in self.parameters:
+            # One prefix per stack, as the README advises a deployer: tests run several stacks at once.
+            self.parameters["ExportsBucketPrefix"] = stack_name.lower()
         self.table = f"{stack_name}-Table"
         self.queues: dict[str, str] = {}  # logical id -> url, once created
         self._refs: dict[str, str] = {"Table": self.table}
