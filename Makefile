@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 DEVICES ?= 25
 TOKENS ?= 30
 
-.PHONY: help venv lint test test-unit test-integration test-e2e template firmware-test sam-build run bench lock deploy clean
+.PHONY: help venv particle-sdk lint test test-unit test-integration test-e2e template firmware-test sam-build run bench lock deploy clean
 
 help:
 	@echo "make run    - the whole system on this machine (no AWS account, no Docker)"
@@ -60,7 +60,19 @@ test-integration: $(STAMP)
 test-e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e -q
 
-test: lint template firmware-test $(STAMP)
+# Particle's official JS SDK (pinned by package-lock.json) for the contract test against the Particle
+# simulator (tests/contract). Without npm it says so and the contract test skips.
+SDK_DIR := tests/contract/particle_sdk
+SDK_STAMP := $(SDK_DIR)/node_modules/.installed
+
+$(SDK_STAMP): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+	  npm ci --ignore-scripts --no-audit --no-fund --loglevel=error --prefix $(SDK_DIR) && touch $@; \
+	else echo "particle-sdk: skipped (npm is not on this machine; the SDK contract test will skip)"; fi
+
+particle-sdk: $(SDK_STAMP)
+
+test: lint template firmware-test $(STAMP) $(SDK_STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 	$(MAKE) sam-build
 

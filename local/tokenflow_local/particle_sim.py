@@ -2,8 +2,8 @@
 
 Shapes follow REFERENCE.md: product device listing with paging (``devices`` + ``meta``) and the
 filters the official SDK sends, the product device lookup, device fields (quarantined and denied
-included), Ledger instances under the three path prefixes (``/v1``, ``/v1/orgs/{org}``,
-``/v1/products/{product}``) with PUT (Replace or Merge), GET, DELETE and list, bearer-token checks
+included), Ledger instances under the two path prefixes the official SDK builds (``/v1``,
+``/v1/orgs/{org}``) with PUT (Replace or Merge), GET, DELETE and list, bearer-token checks
 (401), unknown product or device (404), a rate limiter answering 429 (with ``Retry-After`` unless
 told otherwise), and fault injection (latency, error rate, timeouts and dropped connections, 401)
 for tests and benchmarks.

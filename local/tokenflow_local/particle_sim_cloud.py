@@ -1,10 +1,13 @@
 """The Particle simulator's cloud: the product's fleet and the API routes Tokenflow uses.
 
-Shapes follow REFERENCE.md: product device listing with paging (``devices`` + ``meta``) and the
-filters the official SDK sends, the product device lookup, device fields (quarantined and denied
-included), Ledger instances under the three path prefixes (``/v1``, ``/v1/orgs/{org}``,
-``/v1/products/{product}``) with PUT (Replace or Merge), GET, DELETE and list, bearer-token checks
-(401), unknown product or device (404).
+Shapes follow REFERENCE.md and are proven against Particle's official JS SDK
+(tests/contract/test_particle_sdk.py): product device listing with paging (``devices`` + ``meta``)
+and the filters the official SDK sends, the product device lookup, device fields (quarantined and
+denied included), Ledger instances under the two path prefixes the SDK builds (``/v1`` and
+``/v1/orgs/{org}``; particle-api-js ``_namespacedPath``) with PUT (Replace or Merge), GET, DELETE and
+list, bearer-token checks (401), unknown product or device (404). ``/v1/products/{product}/ledgers``
+is not served: neither the SDK nor Particle's API reference has it, so it answers 404 like any
+unknown path.
 
 This room owns adding, changing and removing devices (``add_device``, ``set_device`` ...), what the
 cloud holds (``ledger_data``, ``ledger_writes``), the route templates the request counters use
@@ -25,13 +28,15 @@ from tokenflow_local.particle_sim_device_os import DeviceOS, DeviceSide
 from tokenflow_local.particle_sim_state import DEFAULT_LEDGER, Answer, now_iso
 
 LEDGER_PATH = re.compile(
-    r"^(?P<prefix>/v1|/v1/orgs/(?P<org>[^/]+)|/v1/products/(?P<product>[^/]+))"
-    r"/ledgers/(?P<ledger>[^/]+)/instances(?:/(?P<device>[^/]+))?$"
+    r"^(?P<prefix>/v1|/v1/orgs/(?P<org>[^/]+))/ledgers/(?P<ledger>[^/]+)/instances(?:/(?P<device>[^/]+))?$"
 )
 DEVICES_PATH = re.compile(r"^/v1/products/(?P<product>[^/]+)/devices$")
 DEVICE_PATH = re.compile(r"^/v1/products/(?P<product>[^/]+)/devices/(?P<device>[^/]+)$")
 LEDGER_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
 DEFAULT_PER_PAGE = 25
+# The Ledger instance list's default page size: particle-api-js 12.0.3 ``listLedgerInstances``
+# documents ``perPage`` as "Number of results per page. Default is 100".
+DEFAULT_LEDGER_PER_PAGE = 100
 MAX_LEDGER_BYTES = 16 * 1024
 # Route templates: the keys of the request counters (never a device id or a token).
 ROUTE_DEVICES = "/v1/products/{product}/devices"
@@ -174,9 +179,11 @@ class CloudAPI(DeviceOS):
     def _serve(self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: Any) -> Answer:
         if headers.get("Authorization") != f"Bearer {self.access_token}":
             return 401, {}, dict(INVALID_TOKEN)
+        ledger_match = LEDGER_PATH.match(path)
+        default_per_page = DEFAULT_LEDGER_PER_PAGE if ledger_match else DEFAULT_PER_PAGE
         try:
             page = int(query.get("page", ["1"])[0])
-            per_page = int(query.get("per_page", [str(DEFAULT_PER_PAGE)])[0])
+            per_page = int(query.get("per_page", [str(default_per_page)])[0])
         except ValueError:
             return 400, {}, {"ok": False, "error": "page and per_page must be numbers"}
         page, per_page = max(1, page), min(self.max_per_page, max(1, per_page))
@@ -190,9 +197,8 @@ class CloudAPI(DeviceOS):
             if method != "GET":
                 return 405, {}, {"ok": False, "error": "Method not allowed"}
             return self._get_device(unquote(match["product"]), unquote(match["device"]))
-        match = LEDGER_PATH.match(path)
-        if match:
-            return self._ledger(method, match, query, body, page, per_page)
+        if ledger_match:
+            return self._ledger(method, ledger_match, query, body, page, per_page)
         return 404, {}, {"ok": False, "error": "Not found"}
 
     def _known_product(self, product: str) -> bool:
@@ -206,13 +212,13 @@ class CloudAPI(DeviceOS):
             device = self.fleet.get(device_id)
             if device is None:
                 return 404, {}, dict(DEVICE_NOT_FOUND)
-            return 200, {}, dict(device)
+            return 200, {}, _device_answer(device)
 
     def _list_devices(self, product: str, query: dict[str, list[str]], page: int, per_page: int) -> Answer:
         if not self._known_product(product):
             return 404, {}, {"ok": False, "error": "Product not found"}
         with self.lock:
-            fleet = [dict(d) for d in self.fleet.values()]
+            fleet = [_device_answer(d) for d in self.fleet.values()]
         try:
             fleet = _filter_and_sort(fleet, query)
         except ValueError as exc:
@@ -234,8 +240,6 @@ class CloudAPI(DeviceOS):
     ) -> Answer:
         if match["org"] and unquote(match["org"]) != self.org:
             return 404, {}, {"ok": False, "error": "Organization not found"}
-        if match["product"] and not self._known_product(unquote(match["product"])):
-            return 404, {}, {"ok": False, "error": "Product not found"}
         prefix, ledger, device = match["prefix"], unquote(match["ledger"]), match["device"]
         if not LEDGER_NAME.match(ledger):
             return 400, {}, {"ok": False, "error": "Invalid ledger name"}
@@ -303,6 +307,13 @@ class CloudAPI(DeviceOS):
             "created_at": instance["created_at"],
             "updated_at": instance["updated_at"],
         }
+
+
+def _device_answer(device: dict[str, Any]) -> dict[str, Any]:
+    """A device as the product device routes answer it. Besides the fleet's fields, the SDK's
+    ``DeviceInfo`` type (particle-api-js 12.0.3 src/types/responses.ts) declares ``connected`` (the
+    older name of ``online``) and ``last_app`` as always present."""
+    return {**device, "connected": device["online"], "last_app": None}
 
 
 def _filter_and_sort(devices: list[dict[str, Any]], query: dict[str, list[str]]) -> list[dict[str, Any]]:

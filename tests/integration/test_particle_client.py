@@ -92,10 +92,9 @@ def test_an_empty_product_is_one_empty_page(sim):
 def test_a_product_name_is_quoted_into_the_path():
     with ParticleSimulator(product="acme widgets/v2") as sim:
         [device] = sim.add_devices(1)
-        particle = client(sim, scope="product")
+        particle = client(sim)
         assert [d.id for p in particle.iter_device_pages() for d in p.devices] == [device]
-        particle.set_ledger_token(device, TOKEN)
-        assert sim.ledger_data(device, prefix="/v1/products/acme%20widgets%2Fv2") == ACTIVE
+        assert particle.get_product_device(device).id == device
 
 
 # ---- one product device -----------------------------------------------------------------------------
@@ -216,7 +215,7 @@ def test_a_clear_is_retried_like_a_delivery_and_a_missing_device_is_typed(sim):
 
 @pytest.mark.parametrize(
     ("scope", "prefix"),
-    [("sandbox", "/v1"), ("org", "/v1/orgs/tokenflow-org"), ("product", "/v1/products/tokenflow-demo")],
+    [("sandbox", "/v1"), ("org", "/v1/orgs/tokenflow-org")],
 )
 def test_the_ledger_is_written_under_the_prefix_of_its_scope(sim, scope, prefix):
     devices = sim.add_devices(3)
@@ -225,7 +224,7 @@ def test_the_ledger_is_written_under_the_prefix_of_its_scope(sim, scope, prefix)
     for device in devices:
         particle.set_ledger_token(device, TOKEN)
     assert all(sim.ledger_data(d, prefix=prefix) == ACTIVE for d in devices)
-    others = {"/v1", "/v1/orgs/tokenflow-org", "/v1/products/tokenflow-demo"} - {prefix}
+    others = {"/v1", "/v1/orgs/tokenflow-org"} - {prefix}
     assert all(sim.ledger_data(devices[0], prefix=p) is None for p in others)
     instance = particle.get_ledger_instance(devices[0])
     assert instance["data"] == ACTIVE
@@ -268,6 +267,8 @@ def test_device_ids_are_checked_before_any_request(sim):
         ParticleClient(sim.url, "t", "p", scope="org")  # the org scope needs an org
     with pytest.raises(ValueError):
         ParticleClient(sim.url, "t", "p", scope="global")
+    with pytest.raises(ValueError):  # /v1/products/{p}/ledgers: in neither Particle's SDK nor its docs
+        ParticleClient(sim.url, "t", "p", scope="product")
 
 
 # ---- retries ----------------------------------------------------------------------------------------

@@ -242,12 +242,12 @@ def test_ledger_instances_are_listed_per_prefix_with_paging(sim, http):
     ids = sim.add_devices(5)
     for device in ids:
         http.put(
-            instance_url(sim, device, f"/v1/products/{sim.product}"),
+            instance_url(sim, device, f"/v1/orgs/{sim.org}"),
             json={"instance": {"data": {"k": device}}},
             timeout=5,
         )
     http.put(instance_url(sim, ids[0]), json={"instance": {"data": {"k": "sandbox"}}}, timeout=5)
-    listing_url = f"{sim.url}/v1/products/{sim.product}/ledgers/{LEDGER}/instances"
+    listing_url = f"{sim.url}/v1/orgs/{sim.org}/ledgers/{LEDGER}/instances"
     page = http.get(listing_url, params={"per_page": 2, "page": 3}, timeout=5).json()
     assert page["meta"] == {"page": 3, "per_page": 2, "total_pages": 3}
     assert [i["scope"]["value"] for i in page["instances"]] == [ids[4]]

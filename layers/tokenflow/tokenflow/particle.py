@@ -11,7 +11,8 @@ Threads sharing a client also share its pacing: a 429's ``Retry-After`` pauses e
 request budget by itself (Particle allows 10,000 requests per 5 minutes per public IP).
 
 The Ledger API path prefix is a setting (REFERENCE.md): ``/v1`` for a sandbox-owned product,
-``/v1/orgs/{org}`` for an org-owned one, ``/v1/products/{product}`` for the form some scripts use.
+``/v1/orgs/{org}`` for an org-owned one; the only forms Particle's SDK builds (particle-api-js
+``_namespacedPath``).
 
 What a device's Ledger instance holds (the contract with the firmware, firmware/src):
 
@@ -155,7 +156,7 @@ class ParticleClient:
         pool_size: int = 16,
         rate_limit: tuple[int, float] | None = None,
     ) -> None:
-        if scope not in ("sandbox", "org", "product"):
+        if scope not in ("sandbox", "org"):
             raise ValueError(f"unknown Ledger scope {scope!r}")
         if scope == "org" and not org:
             raise ValueError("the org Ledger scope needs an org")
@@ -166,7 +167,6 @@ class ParticleClient:
         self.ledger_prefix = {
             "sandbox": "/v1",
             "org": f"/v1/orgs/{quote(org or '', safe='')}",
-            "product": f"/v1/products/{quote(product, safe='')}",
         }[scope]
         self.timeout = timeout
         self.max_retries = max_retries

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import cache
 
 SECRET_MAX_AGE = 300
-LEDGER_SCOPES = ("sandbox", "org", "product")
+LEDGER_SCOPES = ("sandbox", "org")
 
 
 class ConfigurationError(RuntimeError):
@@ -28,8 +28,8 @@ class Settings:
     particle_api_url: str = "https://api.particle.io"
     particle_product: str = ""
     particle_ledger: str = "blynk-tokens-c2d"
-    # Which Ledger API path the product's Ledger lives under: /v1 (sandbox), /v1/orgs/{org}, or
-    # /v1/products/{product}. REFERENCE.md: the first two are Particle's documented forms.
+    # Which Ledger API path the product's Ledger lives under: /v1 (sandbox) or /v1/orgs/{org}, the
+    # only forms Particle's SDK builds (REFERENCE.md; proven in tests/contract/test_particle_sdk.py).
     particle_ledger_scope: str = "sandbox"
     particle_org: str = ""
     particle_token_param: str = "/tokenflow/particle-token"  # noqa: S105 (a parameter name)
