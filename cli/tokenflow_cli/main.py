@@ -21,7 +21,7 @@ import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
 from tokenflow.store import DEVICE_STATES
-from tokenflow_cli import aws, labels, output
+from tokenflow_cli import aws, doctor, labels, output
 from tokenflow_cli.client import DEVICE_ID_RE, ApiClient, ApiError, CliError, segment, token_ref_for_url
 
 # What ``python -m tokenflow_local.run`` listens on by default, and the bucket it names after the
@@ -31,6 +31,8 @@ LOCAL_AWS_URL = "http://127.0.0.1:4566"
 LOCAL_BUCKET = "tokenflow-local-exports-123456789012"
 LOCAL_REGION = "us-east-1"
 LOCAL_KEY = "tokenflow-local"  # moto accepts any key
+LOCAL_STACK = "tokenflow-local"  # the stack name the local stack records itself under
+DEFAULT_STACK = "tokenflow"
 
 EXPORT_SUFFIXES = (".zip", ".csv")  # the template's S3 notification filters
 MAX_PAGE = 100
@@ -313,6 +315,20 @@ def cmd_labels(ctx: Context) -> int:
     return 0
 
 
+def cmd_doctor(ctx: Context) -> int:
+    stack = ctx.args.stack
+    if ctx.local and stack == DEFAULT_STACK:
+        stack = LOCAL_STACK
+    integration = Path(ctx.args.integration) if ctx.args.integration else doctor.INTEGRATION
+    checker = doctor.Doctor(ctx.session, ctx.endpoint, stack, integration=integration)
+    if ctx.args.json:
+        checks = list(checker.checks())
+        ctx.say(json.dumps([c.__dict__ for c in checks], indent=2))
+        return 1 if any(c.status == doctor.FAIL for c in checks) else 0
+    colour = ctx.out.isatty() and "NO_COLOR" not in os.environ
+    return doctor.run(checker, ctx.out, colour)
+
+
 # ---- arguments ---------------------------------------------------------------------------------------
 
 
@@ -339,7 +355,7 @@ def parser(out: IO[str] | None = None, err: IO[str] | None = None) -> argparse.A
     p.add_argument("--bucket", default=env("TOKENFLOW_BUCKET"), help="exports bucket (env TOKENFLOW_BUCKET)")
     p.add_argument(
         "--stack",
-        default=env("TOKENFLOW_STACK", "tokenflow"),
+        default=env("TOKENFLOW_STACK", DEFAULT_STACK),
         help="CloudFormation stack whose outputs give the API URL and bucket (env TOKENFLOW_STACK)",
     )
     p.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION or the profile's)")
@@ -389,6 +405,13 @@ def parser(out: IO[str] | None = None, err: IO[str] | None = None) -> argparse.A
 
     cmd = add("revoke", cmd_revoke, "revoke a token deleted in Blynk")
     cmd.add_argument("ref", help="AuthToken (sent as its SHA-256), QR token or token id")
+
+    cmd = add("doctor", cmd_doctor, "check a deployed stack: one line per check, with the fix")
+    cmd.add_argument(
+        "--integration",
+        help="the status integration JSON given to Particle, whose secret header is compared by hash "
+        "(default firmware/integrations/tokenflow-status.json)",
+    )
 
     cmd = add("labels", cmd_labels, "a printable A4 PDF of QR labels")
     cmd.add_argument(

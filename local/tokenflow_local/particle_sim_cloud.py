@@ -44,6 +44,11 @@ ROUTE_DEVICE = "/v1/products/{product}/devices/{device_id}"
 ROUTE_INSTANCE = "{prefix}/ledgers/{ledger}/instances/{device_id}"
 ROUTE_INSTANCES = "{prefix}/ledgers/{ledger}/instances"
 ROUTE_OTHER = "other"
+# The token and Ledger definition routes `tokenflow doctor` reads (see ``_account_route``).
+TOKEN_PATH = "/v1/access_tokens/current"  # noqa: S105 (a path, not a secret)
+LEDGER_DEFINITION_PATH = re.compile(r"^(?P<prefix>/v1|/v1/orgs/(?P<org>[^/]+))/ledgers/(?P<ledger>[^/]+)$")
+ROUTE_TOKEN = TOKEN_PATH
+ROUTE_LEDGER_DEFINITION = "{prefix}/ledgers/{ledger}"
 INVALID_TOKEN = {"error": "invalid_token", "error_description": "The access token provided is invalid."}
 # Answers captured from api.particle.io for a product device path that names no device of the product.
 DEVICE_NOT_FOUND = {"ok": False, "error": "Device not found."}
@@ -68,6 +73,17 @@ class CloudAPI(DeviceOS):
         self.max_per_page = max_per_page
         self._serial = 0
         self.writes: Counter[str] = Counter()  # Ledger PUTs that took effect, per device
+        # What GET /v1/access_tokens/current reports about the accepted token (tests change it: an
+        # expiry, fewer scopes), and the Ledger definitions by name (tests remove or retype one).
+        self.token_info: dict[str, Any] = {
+            "expires_at": None,
+            "client_id": "tokenflow-api-user",
+            "scopes": list(API_USER_SCOPES),
+            "orgs": [],
+        }
+        self.ledger_definitions: dict[str, dict[str, Any]] = {
+            DEFAULT_LEDGER: ledger_definition(DEFAULT_LEDGER)
+        }
         # The listings' meta name the page count ``total_pages``; some answers say ``total_page``.
         self.meta_total_key = "total_pages"
 
@@ -171,6 +187,10 @@ class CloudAPI(DeviceOS):
             return ROUTE_DEVICES
         if DEVICE_PATH.match(path):
             return ROUTE_DEVICE
+        if path == TOKEN_PATH:
+            return ROUTE_TOKEN
+        if LEDGER_DEFINITION_PATH.match(path):
+            return ROUTE_LEDGER_DEFINITION
         match = LEDGER_PATH.match(path)
         if match:
             return ROUTE_INSTANCE if match["device"] else ROUTE_INSTANCES
@@ -179,6 +199,9 @@ class CloudAPI(DeviceOS):
     def _serve(self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: Any) -> Answer:
         if headers.get("Authorization") != f"Bearer {self.access_token}":
             return 401, {}, dict(INVALID_TOKEN)
+        account = self._account_route(method, path)
+        if account is not None:
+            return account
         ledger_match = LEDGER_PATH.match(path)
         default_per_page = DEFAULT_LEDGER_PER_PAGE if ledger_match else DEFAULT_PER_PAGE
         try:
@@ -314,6 +337,63 @@ def _device_answer(device: dict[str, Any]) -> dict[str, Any]:
     ``DeviceInfo`` type (particle-api-js 12.0.3 src/types/responses.ts) declares ``connected`` (the
     older name of ``online``) and ``last_app`` as always present."""
     return {**device, "connected": device["online"], "last_app": None}
+
+    def _account_route(self, method: str, path: str) -> Answer | None:
+        """The current token's description and a Ledger definition; None for any other path.
+
+        ``GET /v1/access_tokens/current`` is what Particle's CLI calls to validate a token; it answers
+        ``expires_at`` (null: never expires), ``client_id``, ``scopes`` (empty for an unscoped user
+        token) and ``orgs`` (particle-api-js 12.0.3 src/types/responses.ts ``CurrentTokenInfo``).
+        ``GET {prefix}/ledgers/{name}`` is particle-api-js ``getLedger`` (``_namespacedPath``: ``/v1``
+        or ``/v1/orgs/{org}``); a definition has ``name``, ``description``, ``scope`` (Owner, Product,
+        Device), ``direction`` (Downstream: cloud to device; Upstream: device to cloud), and times
+        (``LedgerDefinition``). Unconfirmed: whether the answer wraps the definition as
+        ``{"ledger": ...}`` as the instance routes wrap theirs (``{"instance": ...}``); served wrapped.
+        """
+        if path == TOKEN_PATH:
+            if method != "GET":
+                return 405, {}, {"ok": False, "error": "Method not allowed"}
+            with self.lock:
+                return 200, {}, json.loads(json.dumps(self.token_info))
+        match = LEDGER_DEFINITION_PATH.match(path)
+        if match is None:
+            return None
+        if method != "GET":
+            return 405, {}, {"ok": False, "error": "Method not allowed"}
+        if match["org"] and unquote(match["org"]) != self.org:
+            return 404, {}, {"ok": False, "error": "Organization not found"}
+        with self.lock:
+            definition = self.ledger_definitions.get(unquote(match["ledger"]))
+            if definition is None:
+                return 404, {}, {"ok": False, "error": "Ledger not found"}
+            return 200, {}, {"ledger": dict(definition)}
+
+
+# The scopes the simulated API user's token carries: what the functions call (see tokenflow doctor).
+API_USER_SCOPES = (
+    "devices:list",
+    "devices:get",
+    "ledger.instances:get",
+    "ledger.instances:set",
+    "ledger.instances:delete",
+)
+
+
+def ledger_definition(
+    name: str, *, scope: str = "Device", direction: str = "Downstream", description: str = ""
+) -> dict[str, Any]:
+    """A Ledger definition as particle-api-js ``LedgerDefinition`` describes it (default: the
+    device-scoped Cloud-to-Device Ledger Tokenflow writes)."""
+    now = now_iso()
+    return {
+        "name": name,
+        "description": description,
+        "scope": scope,
+        "direction": direction,
+        "created_at": now,
+        "updated_at": now,
+        "archived_at": None,
+    }
 
 
 def _filter_and_sort(devices: list[dict[str, Any]], query: dict[str, list[str]]) -> list[dict[str, Any]]:

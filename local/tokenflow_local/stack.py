@@ -32,7 +32,7 @@ import secrets
 from collections.abc import Iterator
 from typing import Any
 
-from tokenflow_local import embedded_aws, lambda_runtime, moto_speedups, resources, triggers
+from tokenflow_local import embedded_aws, lambda_runtime, moto_speedups, resources, stack_record, triggers
 from tokenflow_local.embedded_aws import SECRET_ENV, MotoServer
 from tokenflow_local.lambda_runtime import INVOKE_PATH, AsyncFunction, FunctionError, LambdaEndpoint
 from tokenflow_local.particle_sim import ParticleSimulator
@@ -130,6 +130,7 @@ class LocalStack:
         self.simulator: ParticleSimulator | None = None
         self.lambda_endpoint: LambdaEndpoint | None = None
         self.gateway: Any = None
+        self.outputs: dict[str, str] = {}  # the recorded stack's outputs (``stack_record``)
         self.fleet: Any = None
         self._loops: list[triggers.Loop] = []
         self._environment = ProcessEnvironment()
@@ -213,6 +214,8 @@ class LocalStack:
             function.start()
         self._start_triggers()
         self._start_gateway()
+        # What `tokenflow doctor` reads: the stack's outputs, alarm topic and bucket notification.
+        self.outputs = stack_record.register(self)
         if self.simulate_devices and self.api_url:
             self._start_devices()
 
