@@ -331,13 +331,6 @@ class CloudAPI(DeviceOS):
             "updated_at": instance["updated_at"],
         }
 
-
-def _device_answer(device: dict[str, Any]) -> dict[str, Any]:
-    """A device as the product device routes answer it. Besides the fleet's fields, the SDK's
-    ``DeviceInfo`` type (particle-api-js 12.0.3 src/types/responses.ts) declares ``connected`` (the
-    older name of ``online``) and ``last_app`` as always present."""
-    return {**device, "connected": device["online"], "last_app": None}
-
     def _account_route(self, method: str, path: str) -> Answer | None:
         """The current token's description and a Ledger definition; None for any other path.
 
@@ -394,6 +387,13 @@ def ledger_definition(
         "updated_at": now,
         "archived_at": None,
     }
+
+
+def _device_answer(device: dict[str, Any]) -> dict[str, Any]:
+    """A device as the product device routes answer it. Besides the fleet's fields, the SDK's
+    ``DeviceInfo`` type (particle-api-js 12.0.3 src/types/responses.ts) declares ``connected`` (the
+    older name of ``online``) and ``last_app`` as always present."""
+    return {**device, "connected": device["online"], "last_app": None}
 
 
 def _filter_and_sort(devices: list[dict[str, Any]], query: dict[str, list[str]]) -> list[dict[str, Any]]:
