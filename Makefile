@@ -37,9 +37,22 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-template: $(STAMP)
+# checkov pins boto3 1.35 exactly, which the dev environment cannot share: it gets its own venv,
+# locked in requirements-checkov.txt. It reads the template as the SAM transform leaves it.
+CHECKOV_VENV := $(VENV)/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+
+$(CHECKOV_STAMP): requirements-checkov.txt $(STAMP)
+	@test -x $(CHECKOV_VENV)/bin/python || $(BIN)/python -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet -r requirements-checkov.txt
+	@touch $@
+
+template: $(STAMP) $(CHECKOV_STAMP)
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/sam validate --lint --template-file template.yaml
+	$(BIN)/python -m tools.sam_translate template.yaml -o build/template.translated.json
+	$(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download --framework cloudformation -f build/template.translated.json
 
 firmware-test:
 	$(MAKE) -C firmware test
