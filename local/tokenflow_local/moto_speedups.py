@@ -11,11 +11,11 @@ moto also compares attribute values (index queries filter and sort every item of
 ``DynamoType.cast_value``, a chain of type tests per comparison: a query on a table of a few
 thousand items took 130 ms. Scalars (S, B, N, BOOL) now take a short path with the same result.
 
-And moto answers an index query with a range condition (``apk = :p AND ask >= :s``, how the assign
-workers find a free token) by sorting the whole partition and measuring the size of every item it
-skips on the way to the first match: a claim cost grows with the token stock. The query now sees
-only the ``Limit + 1`` first items that match both conditions, picked with a heap; moto's own code
-then sorts, limits (``LastEvaluatedKey`` included), filters and projects them as before.
+And moto answers an index query with a range condition (on the ``available`` index's random sort
+key, how the assign workers find a free token) by sorting the whole partition and measuring the size
+of every item it skips on the way to the first match: a claim cost grows with the token stock.
+The query now sees only the ``Limit + 1`` first items that match both conditions, picked with a
+heap; moto's own code then sorts, limits (``LastEvaluatedKey`` included), filters and projects them as before.
 
 The patches reach into moto's internals, so they are tied to one moto release: ``WRITTEN_FOR``, the
 version pinned in requirements-dev.txt. Against any other installed version ``install()`` refuses

@@ -12,12 +12,11 @@ import json
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from tokenflow.store import DEVICE_STATES, Store
+from tokenflow.store import DEVICE_STATES, Store, keys
 from tokenflow.tokens import is_auth_token, is_qr_token, is_token_id, token_id
 
 MAX_PAGE = 100
 MAX_CURSOR_CHARS = 2048
-_CURSOR_KEYS = {"pk", "sk", "gsi1pk", "gsi1sk"}
 
 DEVICE_VIEW_FIELDS = (
     "name",
@@ -104,7 +103,7 @@ def token_view(tid: str, item: Mapping[str, Any], history: list[dict] | None = N
     view["metadata"] = view["metadata"] or {}
     if history is not None:
         view["history"] = [
-            {k: v for k, v in event.items() if k not in {"pk", "sk", "kind"}} for event in history
+            {k: v for k, v in keys.without_key(event).items() if k != "kind"} for event in history
         ]
     return view
 
@@ -123,13 +122,8 @@ def decode_cursor(cursor: str) -> tuple[str, dict[str, Any] | None]:
         state, key = data["s"], data["k"]
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise BadRequest("cursor is not one this API handed out") from None
-    if (
-        state not in DEVICE_STATES
-        or not isinstance(key, dict)
-        or set(key) - _CURSOR_KEYS
-        or not all(isinstance(v, dict) and isinstance(v.get("S"), str) and len(v) == 1 for v in key.values())
-        or (key and key.get("gsi1pk", {}).get("S") != f"DEVSTATE#{state}")
-    ):
+    # The store's key layout says what a key of that state's listing looks like.
+    if state not in DEVICE_STATES or not keys.is_device_listing_key(state, key):
         raise BadRequest("cursor is not one this API handed out")
     return state, key or None  # an empty key: the start of that state
 
@@ -166,7 +160,7 @@ class Fleet:
         return device_view(item, token or {})
 
     def devices(self, state: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
-        """One page of devices in ``state`` (every state, in order, when None), from the by-state index.
+        """One page of devices in ``state`` (every state, in order, when None), from the listing by state.
 
         The cursor carries the state it stopped in, so a listing of every state resumes where it was.
         """
@@ -261,7 +255,7 @@ class Fleet:
 def import_view(item: Mapping[str, Any]) -> dict[str, Any]:
     summary = item.get("summary") or {}
     return {
-        "import_id": item["pk"].removeprefix("IMPORT#") if "pk" in item else item.get("id"),
+        "import_id": keys.import_id_of(item) or item.get("id"),
         "status": item.get("status"),
         "source_key": item.get("source_key"),
         "size_bytes": item.get("size_bytes"),

@@ -1,0 +1,93 @@
+"""Devices: reads of device items and of their listing by state, and the notes a worker leaves on a
+device without changing its state (a failed Ledger write, a redelivery).
+
+A device's state changes only through a rule's plan (``transactions.apply``), never here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tokenflow.store import keys
+from tokenflow.store.codec import from_item, to_item
+from tokenflow.store.keys import Keys
+from tokenflow.store.table import Table
+
+
+def get_device(db: Table, device_id: str) -> dict | None:
+    return db.get(Keys.device(device_id))
+
+
+def get_devices(db: Table, device_ids: Sequence[str]) -> dict[str, dict]:
+    """Device items by id, one BatchGetItem per 100 ids (a Particle listing page)."""
+    wanted = [Keys.device(d) for d in dict.fromkeys(device_ids)]
+    return {item["device_id"]: item for item in db.batch_get(wanted)}
+
+
+def devices_in_state(
+    db: Table, state: str, limit: int = 100, cursor: Mapping[str, Any] | None = None
+) -> tuple[list[str], dict | None]:
+    """Device ids in one state, a page at a time, from the index of devices by state (no scan)."""
+    kwargs: dict[str, Any] = {"TableName": db.name, **keys.device_state_query(state), "Limit": limit}
+    if cursor:
+        kwargs["ExclusiveStartKey"] = dict(cursor)
+    page = db.call("Query", **kwargs)
+    ids = [keys.device_id_of_listing_entry(from_item(i)) for i in page.get("Items", [])]
+    return ids, page.get("LastEvaluatedKey")
+
+
+def note_attempt(db: Table, device_id: str, token_tid: str, error: str, now: str) -> None:
+    """Note a failed Ledger write that will be retried (no state change); nothing when the device
+    no longer holds that token."""
+    with _unless_changed():
+        db.call(
+            "UpdateItem",
+            TableName=db.name,
+            Key=Keys.device(device_id),
+            ConditionExpression="token_id = :tid",
+            UpdateExpression="SET last_error = :err, updated_at = :now ADD attempts :one",
+            ExpressionAttributeValues=to_item({":tid": token_tid, ":err": error, ":now": now, ":one": 1}),
+        )
+
+
+def note_clear_attempt(db: Table, device_id: str, error: str, now: str) -> None:
+    """Note a failed write of the cleared state (the device stays ``clearing``; it is retried)."""
+    with _unless_changed():
+        db.call(
+            "UpdateItem",
+            TableName=db.name,
+            Key=Keys.device(device_id),
+            ConditionExpression="#state = :clearing",
+            UpdateExpression="SET last_error = :err, updated_at = :now ADD attempts :one",
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(
+                {":clearing": "clearing", ":err": error, ":now": now, ":one": 1}
+            ),
+        )
+
+
+def note_redelivery(db: Table, device_id: str, token_tid: str, now: str) -> None:
+    """Note that a held token was asked for again; nothing when the device moved on meanwhile."""
+    with _unless_changed():
+        db.call(
+            "UpdateItem",
+            TableName=db.name,
+            Key=Keys.device(device_id),
+            ConditionExpression="token_id = :tid",
+            UpdateExpression="SET redelivered_at = :now, updated_at = :now ADD redeliveries :one",
+            ExpressionAttributeValues=to_item({":tid": token_tid, ":now": now, ":one": 1}),
+        )
+
+
+@contextlib.contextmanager
+def _unless_changed() -> Iterator[None]:
+    """A conditional note on an item that moved on meanwhile is not an error; anything else is."""
+    try:
+        yield
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            raise

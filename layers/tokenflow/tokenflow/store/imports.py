@@ -1,0 +1,157 @@
+"""Imports: one record per export file (keyed by its SHA-256) and the short list of recent imports
+the summary shows.
+
+An import is claimed (``begin_import``), then finished with its outcome (``finish_import``), which
+also lists it among the recent ones; ``list_imports`` pages through all of them, newest first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tokenflow.store import keys
+from tokenflow.store.codec import from_item, to_item
+from tokenflow.store.keys import Keys
+from tokenflow.store.table import Table
+
+# The summary shows this many; the list item is trimmed back to it when it has grown to twice that.
+RECENT_IMPORTS_KEPT = 10
+
+
+def get_import(db: Table, sha256: str) -> dict | None:
+    return db.get(Keys.import_(sha256))
+
+
+def begin_import(db: Table, sha256: str, source_key: str, size: int, now: str) -> None:
+    """Record that a file is being imported (first attempt, or again after an interrupted one)."""
+    db.call(
+        "UpdateItem",
+        TableName=db.name,
+        Key=Keys.import_(sha256),
+        UpdateExpression=(
+            "SET #kind = :kind, #status = if_not_exists(#status, :processing), "
+            "source_key = if_not_exists(source_key, :key), size_bytes = :size, "
+            "started_at = if_not_exists(started_at, :now), #lpk = :part, "
+            "#lsk = if_not_exists(#lsk, :sortkey) ADD attempts :one"
+        ),
+        ExpressionAttributeNames={
+            "#kind": "kind",
+            "#status": "status",
+            "#lpk": keys.BY_STATE_PK,
+            "#lsk": keys.BY_STATE_SK,
+        },
+        ExpressionAttributeValues=to_item(
+            {
+                ":kind": "import",
+                ":processing": "processing",
+                ":key": source_key,
+                ":size": size,
+                ":now": now,
+                ":part": keys.IMPORTS_PARTITION,
+                ":sortkey": keys.import_listing_sort_key(now, sha256),
+                ":one": 1,
+            }
+        ),
+    )
+
+
+def finish_import(db: Table, sha256: str, summary: Mapping[str, Any], now: str) -> None:
+    """Store the outcome of an import and list it among the recent ones (two small writes)."""
+    status = summary["status"]
+    db.call(
+        "UpdateItem",
+        TableName=db.name,
+        Key=Keys.import_(sha256),
+        UpdateExpression="SET #status = :status, summary = :summary, finished_at = :now",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues=to_item({":status": status, ":summary": dict(summary), ":now": now}),
+    )
+    brief = {
+        "id": sha256,
+        "status": status,
+        "source_key": summary.get("source_key"),
+        "tokens_added": summary.get("tokens_added", 0),
+        "finished_at": now,
+    }
+    _add_recent_import(db, sha256, brief)
+
+
+def _add_recent_import(db: Table, sha256: str, brief: Mapping[str, Any]) -> None:
+    # One SET cannot both create the map and set a key inside it (overlapping paths), so the
+    # first import ever creates the map, and a lost race with another first import retries.
+    for _ in range(3):
+        try:
+            db.call(
+                "UpdateItem",
+                TableName=db.name,
+                Key=Keys.recent_imports(),
+                UpdateExpression="SET #imports.#id = :brief",
+                ConditionExpression="attribute_exists(#imports)",
+                ExpressionAttributeNames={"#imports": "imports", "#id": sha256},
+                ExpressionAttributeValues=to_item({":brief": dict(brief)}),
+            )
+            return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+        try:
+            db.call(
+                "UpdateItem",
+                TableName=db.name,
+                Key=Keys.recent_imports(),
+                UpdateExpression="SET #imports = :map",
+                ConditionExpression="attribute_not_exists(#imports)",
+                ExpressionAttributeNames={"#imports": "imports"},
+                ExpressionAttributeValues=to_item({":map": {sha256: dict(brief)}}),
+            )
+            return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+
+
+def newest_first(recent: Mapping[str, Any]) -> list[dict]:
+    """The entries of the recent-imports item (plain values), the latest finished first."""
+    return sorted(recent.get("imports", {}).values(), key=lambda i: i.get("finished_at", ""), reverse=True)
+
+
+def trim_recent_imports(db: Table) -> None:
+    """Keep the recent-imports item small: drop all but the newest entries (rarely needed)."""
+    item = db.call("GetItem", TableName=db.name, Key=Keys.recent_imports()).get("Item")
+    if not item:
+        return
+    recent = from_item(item)
+    if len(recent.get("imports", {})) <= RECENT_IMPORTS_KEPT * 2:
+        return
+    stale = [i["id"] for i in newest_first(recent)[RECENT_IMPORTS_KEPT:]]
+    names = {f"#s{n}": sid for n, sid in enumerate(stale)}
+    db.call(
+        "UpdateItem",
+        TableName=db.name,
+        Key=Keys.recent_imports(),
+        UpdateExpression="REMOVE " + ", ".join(f"#imports.{n}" for n in names),
+        ExpressionAttributeNames={"#imports": "imports", **names},
+    )
+
+
+def list_imports(
+    db: Table, limit: int = 20, cursor: Mapping[str, Any] | None = None
+) -> tuple[list[dict], dict | None]:
+    """One page of import records, newest first, and where the next page starts (None: no more)."""
+    kwargs: dict[str, Any] = {
+        "TableName": db.name,
+        **keys.imports_query(),
+        "ScanIndexForward": False,
+        "Limit": limit,
+    }
+    if cursor:
+        kwargs["ExclusiveStartKey"] = dict(cursor)
+    page = db.call("Query", **kwargs)
+    # The index holds keys only: the records come in one BatchGetItem, newest first as listed.
+    listed = [keys.key_of(i) for i in page.get("Items", [])]
+    found = {keys.pk_of(item): item for item in db.batch_get(listed)}
+    records = [found[keys.raw_pk(k)] for k in listed if keys.raw_pk(k) in found]
+    return records, page.get("LastEvaluatedKey")
