@@ -36,6 +36,7 @@ venv: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # checkov pins boto3 1.35 exactly, which the dev environment cannot share: it gets its own venv,
 # locked in requirements-checkov.txt. It reads the template as the SAM transform leaves it.
