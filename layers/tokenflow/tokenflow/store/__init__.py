@@ -32,6 +32,7 @@ from tokenflow.store.keys import (
     INDEX_BY_STATE,
     Keys,
 )
+from tokenflow.store.shapes import PlainItem, RawItem, Request
 from tokenflow.store.table import StoreCalls, Table
 from tokenflow.store.tokens import AddTokensResult, NewToken
 from tokenflow.store.transactions import MAX_TRANSACTION_BYTES, MAX_TRANSACTION_ITEMS, TransactionCancelled
@@ -88,7 +89,7 @@ class Store:
 
     # ---- transactions and counters -------------------------------------------------------------
 
-    def transact(self, items: Sequence[dict]) -> None:
+    def transact(self, items: Sequence[Request]) -> None:
         """TransactWriteItems with retries; TransactionCancelled (per-item codes) when a condition fails."""
         transactions.transact(self.db, items)
 
@@ -96,11 +97,11 @@ class Store:
         """Carry out a rule's plan as one guarded transaction; Changed when an item moved meanwhile."""
         transactions.apply(self.db, plan, now)
 
-    def counter_update(self, deltas: Mapping[str, int], shard: int | None = None) -> dict:
+    def counter_update(self, deltas: Mapping[str, int], shard: int | None = None) -> Request:
         """One transaction item that applies ``deltas`` to a (random) counter shard."""
         return counters.counter_update(self.db, deltas, shard)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         """Every counter shard and the recent imports in one BatchGetItem, summed."""
         return counters.summary(self.db)
 
@@ -110,7 +111,7 @@ class Store:
         """Store tokens that are not stored yet; never touch one that is (whatever its state)."""
         return _tokens.add_tokens(self.db, tokens, import_id, now)
 
-    def get_token(self, tid: str, *, with_image: bool = False) -> dict | None:
+    def get_token(self, tid: str, *, with_image: bool = False) -> PlainItem | None:
         return _tokens.get_token(self.db, tid, with_image=with_image)
 
     def find_token_by_qr(self, qr_token: str) -> str | None:
@@ -125,21 +126,21 @@ class Store:
         """A few available tokens as (token id, token), starting at a random point of the index."""
         return _tokens.available_candidates(self.db, limit)
 
-    def history(self, tid: str) -> list[dict]:
+    def history(self, tid: str) -> list[PlainItem]:
         return _tokens.history(self.db, tid)
 
     # ---- devices -------------------------------------------------------------------------------
 
-    def get_device(self, device_id: str) -> dict | None:
+    def get_device(self, device_id: str) -> PlainItem | None:
         return devices.get_device(self.db, device_id)
 
-    def get_devices(self, device_ids: Sequence[str]) -> dict[str, dict]:
+    def get_devices(self, device_ids: Sequence[str]) -> dict[str, PlainItem]:
         """Device items by id, one BatchGetItem per 100 ids."""
         return devices.get_devices(self.db, device_ids)
 
     def devices_in_state(
         self, state: str, limit: int = 100, cursor: Mapping[str, Any] | None = None
-    ) -> tuple[list[str], dict | None]:
+    ) -> tuple[list[str], RawItem | None]:
         """Device ids in one state, a page at a time (no scan)."""
         return devices.devices_in_state(self.db, state, limit, cursor)
 
@@ -156,7 +157,7 @@ class Store:
 
     # ---- imports -------------------------------------------------------------------------------
 
-    def get_import(self, sha256: str) -> dict | None:
+    def get_import(self, sha256: str) -> PlainItem | None:
         return imports.get_import(self.db, sha256)
 
     def begin_import(self, sha256: str, source_key: str, size: int, now: str) -> None:
@@ -169,7 +170,7 @@ class Store:
 
     def list_imports(
         self, limit: int = 20, cursor: Mapping[str, Any] | None = None
-    ) -> tuple[list[dict], dict | None]:
+    ) -> tuple[list[PlainItem], RawItem | None]:
         """One page of import records, newest first, and the next page's start."""
         return imports.list_imports(self.db, limit, cursor)
 

@@ -4,10 +4,12 @@ states they count, and the summary (every shard and the recent imports in one re
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from tokenflow.model import DEVICE_STATES, TOKEN_STATES
 from tokenflow.store import imports
 from tokenflow.store.keys import Keys, is_recent_imports
+from tokenflow.store.shapes import PlainItem, Request
 from tokenflow.store.table import Table
 
 # Writers pick a shard at random, so concurrent transactions rarely touch the same counter item.
@@ -23,7 +25,7 @@ def counter_deltas(**deltas: int) -> dict[str, int]:
     return {k: v for k, v in deltas.items() if v}
 
 
-def counter_update(db: Table, deltas: Mapping[str, int], shard: int | None = None) -> dict:
+def counter_update(db: Table, deltas: Mapping[str, int], shard: int | None = None) -> Request:
     """One transaction item that applies ``deltas`` to a random counter shard."""
     shard = db.rng.randrange(STATS_SHARDS) if shard is None else shard
     names = {f"#c{i}": name for i, name in enumerate(deltas)}
@@ -39,12 +41,12 @@ def counter_update(db: Table, deltas: Mapping[str, int], shard: int | None = Non
     }
 
 
-def summary(db: Table) -> dict:
+def summary(db: Table) -> dict[str, Any]:
     """Every counter shard and the recent imports in one BatchGetItem, summed."""
     keys = [Keys.stats(n) for n in range(STATS_SHARDS)] + [Keys.recent_imports()]
     tokens = dict.fromkeys(TOKEN_STATES, 0)
     devices = dict.fromkeys(DEVICE_STATES, 0)
-    recent: list[dict] = []
+    recent: list[PlainItem] = []
     for item in db.batch_get(keys):
         if is_recent_imports(item):
             recent = imports.newest_first(item)

@@ -15,14 +15,15 @@ from botocore.exceptions import ClientError
 from tokenflow.store import keys
 from tokenflow.store.codec import from_item, to_item
 from tokenflow.store.keys import Keys
+from tokenflow.store.shapes import PlainItem, RawItem
 from tokenflow.store.table import Table
 
 
-def get_device(db: Table, device_id: str) -> dict | None:
+def get_device(db: Table, device_id: str) -> PlainItem | None:
     return db.get(Keys.device(device_id))
 
 
-def get_devices(db: Table, device_ids: Sequence[str]) -> dict[str, dict]:
+def get_devices(db: Table, device_ids: Sequence[str]) -> dict[str, PlainItem]:
     """Device items by id, one BatchGetItem per 100 ids (a Particle listing page)."""
     wanted = [Keys.device(d) for d in dict.fromkeys(device_ids)]
     return {item["device_id"]: item for item in db.batch_get(wanted)}
@@ -30,7 +31,7 @@ def get_devices(db: Table, device_ids: Sequence[str]) -> dict[str, dict]:
 
 def devices_in_state(
     db: Table, state: str, limit: int = 100, cursor: Mapping[str, Any] | None = None
-) -> tuple[list[str], dict | None]:
+) -> tuple[list[str], RawItem | None]:
     """Device ids in one state, a page at a time, from the index of devices by state (no scan)."""
     kwargs: dict[str, Any] = {"TableName": db.name, **keys.device_state_query(state), "Limit": limit}
     if cursor:

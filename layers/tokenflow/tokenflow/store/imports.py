@@ -15,13 +15,14 @@ from botocore.exceptions import ClientError
 from tokenflow.store import keys
 from tokenflow.store.codec import from_item, to_item
 from tokenflow.store.keys import Keys
+from tokenflow.store.shapes import PlainItem, RawItem
 from tokenflow.store.table import Table
 
 # The summary shows this many; the list item is trimmed back to it when it has grown to twice that.
 RECENT_IMPORTS_KEPT = 10
 
 
-def get_import(db: Table, sha256: str) -> dict | None:
+def get_import(db: Table, sha256: str) -> PlainItem | None:
     return db.get(Keys.import_(sha256))
 
 
@@ -113,7 +114,7 @@ def _add_recent_import(db: Table, sha256: str, brief: Mapping[str, Any]) -> None
                 raise
 
 
-def newest_first(recent: Mapping[str, Any]) -> list[dict]:
+def newest_first(recent: Mapping[str, Any]) -> list[PlainItem]:
     """The entries of the recent-imports item (plain values), the latest finished first."""
     return sorted(recent.get("imports", {}).values(), key=lambda i: i.get("finished_at", ""), reverse=True)
 
@@ -139,7 +140,7 @@ def trim_recent_imports(db: Table) -> None:
 
 def list_imports(
     db: Table, limit: int = 20, cursor: Mapping[str, Any] | None = None
-) -> tuple[list[dict], dict | None]:
+) -> tuple[list[PlainItem], RawItem | None]:
     """One page of import records, newest first, and where the next page starts (None: no more)."""
     kwargs: dict[str, Any] = {
         "TableName": db.name,

@@ -28,6 +28,8 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from tokenflow.store.shapes import RawItem
+
 PK = "pk"
 SK = "sk"
 KEY_ATTRIBUTES = (PK, SK)
@@ -60,23 +62,23 @@ class Keys:
     """Key of every item kind, as DynamoDB attribute values."""
 
     @staticmethod
-    def token(tid: str) -> dict:
+    def token(tid: str) -> RawItem:
         return {PK: {"S": f"{TOKEN_PREFIX}{tid}"}, SK: {"S": "TOKEN"}}
 
     @staticmethod
-    def device(device_id: str) -> dict:
+    def device(device_id: str) -> RawItem:
         return {PK: {"S": f"{DEVICE_PREFIX}{device_id}"}, SK: {"S": "DEVICE"}}
 
     @staticmethod
-    def import_(sha256: str) -> dict:
+    def import_(sha256: str) -> RawItem:
         return {PK: {"S": f"{IMPORT_PREFIX}{sha256}"}, SK: {"S": "IMPORT"}}
 
     @staticmethod
-    def stats(shard: int) -> dict:
+    def stats(shard: int) -> RawItem:
         return {PK: {"S": f"{STATS_PREFIX}{shard}"}, SK: {"S": "STATS"}}
 
     @staticmethod
-    def recent_imports() -> dict:
+    def recent_imports() -> RawItem:
         return {PK: {"S": RECENT_IMPORTS_PK}, SK: {"S": "IMPORTS"}}
 
     @staticmethod
@@ -84,7 +86,7 @@ class Keys:
         return f"{DEVICE_STATE_PREFIX}{state}"
 
 
-def item_key(kind: str, item_id: str) -> dict:
+def item_key(kind: str, item_id: str) -> RawItem:
     """The key of a token or device item (what a rule's ``Write`` names)."""
     return Keys.token(item_id) if kind == "token" else Keys.device(item_id)
 
@@ -191,19 +193,21 @@ def history_query(tid: str) -> dict[str, Any]:
 # ---- reading keys back ---------------------------------------------------------------------------
 
 
-def key_of(raw: Mapping[str, Any]) -> dict:
+def key_of(raw: Mapping[str, Any]) -> RawItem:
     """The table key of a raw item (e.g. an index entry), to read the item itself."""
     return {PK: raw[PK], SK: raw[SK]}
 
 
 def raw_pk(raw: Mapping[str, Any]) -> str:
     """The partition key of a raw item or key."""
-    return raw[PK]["S"]
+    pk: str = raw[PK]["S"]
+    return pk
 
 
 def pk_of(item: Mapping[str, Any]) -> str:
     """The partition key of an item read back as plain values."""
-    return item[PK]
+    pk: str = item[PK]
+    return pk
 
 
 def token_id_from_pk(pk: str) -> str:
@@ -223,7 +227,8 @@ def import_id_of(item: Mapping[str, Any]) -> str | None:
 
 def device_id_of_listing_entry(item: Mapping[str, Any]) -> str:
     """The device id of an entry of the ``by-state`` index's device listing (plain values)."""
-    return item[BY_STATE_SK]
+    device_id: str = item[BY_STATE_SK]
+    return device_id
 
 
 def is_recent_imports(item: Mapping[str, Any]) -> bool:

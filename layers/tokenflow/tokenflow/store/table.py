@@ -15,6 +15,7 @@ from typing import Any
 
 from tokenflow import aws
 from tokenflow.store.codec import from_item
+from tokenflow.store.shapes import PlainItem, RawItem, Request
 
 # BatchGetItem reads at most 100 keys per call.
 BATCH_GET_KEYS = 100
@@ -64,10 +65,11 @@ class Table:
             self._client = aws.client("dynamodb")
         return self._client
 
-    def call(self, operation: str, **kwargs: Any) -> dict:
+    def call(self, operation: str, **kwargs: Any) -> Request:
         """One DynamoDB call, counted."""
         self.calls.add(operation)
-        method = {
+        # The client is untyped (aws.client): every low-level call answers a dict.
+        method: Callable[..., Request] = {
             "TransactWriteItems": self.client.transact_write_items,
             "GetItem": self.client.get_item,
             "PutItem": self.client.put_item,
@@ -77,14 +79,14 @@ class Table:
         }[operation]
         return method(**kwargs)
 
-    def get(self, key: dict, **kwargs: Any) -> dict | None:
+    def get(self, key: RawItem, **kwargs: Any) -> PlainItem | None:
         """One item by key, read consistently, as plain values (None: absent)."""
         item = self.call("GetItem", TableName=self.name, Key=key, ConsistentRead=True, **kwargs).get("Item")
         return from_item(item) if item else None
 
-    def batch_get(self, keys: Sequence[dict]) -> list[dict]:
+    def batch_get(self, keys: Sequence[RawItem]) -> list[PlainItem]:
         """Items by key, one BatchGetItem per 100 keys (unprocessed keys asked for again)."""
-        found: list[dict] = []
+        found: list[PlainItem] = []
         for start in range(0, len(keys), BATCH_GET_KEYS):
             batch = list(keys[start : start + BATCH_GET_KEYS])
             request = {self.name: {"Keys": batch, "ConsistentRead": True}}

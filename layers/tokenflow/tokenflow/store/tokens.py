@@ -13,6 +13,7 @@ from tokenflow.store import keys
 from tokenflow.store.codec import from_item, to_item
 from tokenflow.store.counters import counter_deltas, counter_update
 from tokenflow.store.keys import Keys
+from tokenflow.store.shapes import PlainItem, Request
 from tokenflow.store.table import Table
 from tokenflow.store.transactions import (
     MAX_TRANSACTION_BYTES,
@@ -89,7 +90,7 @@ def add_tokens(db: Table, tokens: Sequence[NewToken], import_id: str, now: str) 
     return AddTokensResult(added=added, known=known)
 
 
-def _token_put(db: Table, t: NewToken, import_id: str, now: str) -> dict:
+def _token_put(db: Table, t: NewToken, import_id: str, now: str) -> Request:
     item = {
         "kind": "token",
         "token": t.token,
@@ -113,7 +114,7 @@ def _token_put(db: Table, t: NewToken, import_id: str, now: str) -> dict:
     }
 
 
-def get_token(db: Table, tid: str, *, with_image: bool = False) -> dict | None:
+def get_token(db: Table, tid: str, *, with_image: bool = False) -> PlainItem | None:
     """A token's item without the AuthToken (and without its QR image unless asked for)."""
     if with_image:
         return db.get(Keys.token(tid))
@@ -143,7 +144,8 @@ def get_token_secret(db: Table, tid: str) -> str:
     ).get("Item")
     if not item:
         raise KeyError(f"token {tid[:12]} not found")
-    return item["token"]["S"]
+    token: str = item["token"]["S"]
+    return token
 
 
 def available_candidates(db: Table, limit: int = 5) -> list[tuple[str, str]]:
@@ -160,7 +162,7 @@ def available_candidates(db: Table, limit: int = 5) -> list[tuple[str, str]]:
     return found
 
 
-def history(db: Table, tid: str) -> list[dict]:
+def history(db: Table, tid: str) -> list[PlainItem]:
     """A token's history events, oldest first."""
     answer = db.call("Query", TableName=db.name, **keys.history_query(tid))
     return [from_item(i) for i in answer.get("Items", [])]

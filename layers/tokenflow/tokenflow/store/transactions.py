@@ -17,6 +17,7 @@ from tokenflow.model import Changed, Event, Plan, Write
 from tokenflow.store import keys
 from tokenflow.store.codec import to_item
 from tokenflow.store.counters import counter_deltas, counter_update
+from tokenflow.store.shapes import Request
 from tokenflow.store.table import Table
 
 MAX_TRANSACTION_ITEMS = 100
@@ -33,7 +34,7 @@ class TransactionCancelled(Exception):
         self.codes = codes
 
 
-def transact(db: Table, items: Sequence[dict]) -> None:
+def transact(db: Table, items: Sequence[Request]) -> None:
     """TransactWriteItems, retried with jittered backoff on conflicts and throttling.
 
     A cancellation for any other reason (a failed condition) raises TransactionCancelled with the
@@ -86,7 +87,7 @@ def apply(db: Table, plan: Plan, now: str) -> None:
         raise
 
 
-def write_item(db: Table, write: Write) -> dict:
+def write_item(db: Table, write: Write) -> Request:
     """The transaction item of one write: a Put when the rule saw no item, else an Update (or a
     ConditionCheck when nothing changes) guarded by the version or by the state and binding."""
     key = keys.item_key(write.kind, write.id)
@@ -163,7 +164,7 @@ def write_item(db: Table, write: Write) -> dict:
     }
 
 
-def history_event(db: Table, event: Event, now: str) -> dict:
+def history_event(db: Table, event: Event, now: str) -> Request:
     """The Put of one line of a token's history, next to the token."""
     item = {
         **keys.event_key(event.token_id, now, event.what, db.rng),
