@@ -30,7 +30,8 @@ def _config() -> Config:
 def client(service: str) -> Any:
     import boto3
 
-    return boto3.session.Session().client(service, config=_config())
+    # boto3-stubs types client() per service name literal; this one takes any service.
+    return boto3.session.Session().client(service, config=_config())  # type: ignore[call-overload]
 
 
 def warm(*services: str) -> None:

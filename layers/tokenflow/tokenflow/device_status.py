@@ -64,7 +64,7 @@ class DeviceStatus:
         return self.holds == "token"
 
 
-def parse_status_data(data: str) -> dict[str, str]:
+def parse_status_data(data: object) -> dict[str, str]:
     """The ``key=value;...`` data of a status event, checked."""
     if not isinstance(data, str):
         raise StatusError("status data must be a string")

@@ -93,7 +93,9 @@ def device_view(item: Mapping[str, Any], token: Mapping[str, Any] | None = None)
     return view
 
 
-def token_view(tid: str, item: Mapping[str, Any], history: list[dict] | None = None) -> dict[str, Any]:
+def token_view(
+    tid: str, item: Mapping[str, Any], history: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     view: dict[str, Any] = {
         "token_id": tid,
         "fingerprint": item.get("token_fp"),
@@ -198,7 +200,7 @@ class Fleet:
         if not item.get("token_id"):
             raise NotFound(f"device {device_id} holds no token, so it has no QR label")
         token = self.store.get_token(item["token_id"], with_image=True)
-        png = (token or {}).get("qr_png")
+        png: bytes | None = (token or {}).get("qr_png")
         if not png:
             raise NotFound(f"the export of device {device_id}'s token had no QR image")
         return png

@@ -104,7 +104,8 @@ class Write:
 
     @property
     def state_after(self) -> str | None:
-        return self.values.get("state", self.state_before)
+        state: str | None = self.values.get("state", self.state_before)
+        return state
 
 
 @dataclass(frozen=True)

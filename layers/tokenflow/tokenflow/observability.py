@@ -19,7 +19,7 @@ import functools
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.shared import constants
@@ -97,23 +97,26 @@ class LazyTracer:
             )
         return self._deferred(
             method,
-            lambda tracer, fn: tracer.capture_method(
+            # Powertools' overloads of capture_method leave out a method given together with its
+            # options, which its implementation takes (aws_lambda_powertools/tracing/tracer.py).
+            lambda tracer, fn: tracer.capture_method(  # type: ignore[call-overload]
                 fn, capture_response=capture_response, capture_error=capture_error
             ),
         )
 
     def put_annotation(self, key: str, value: str | int | float | bool) -> None:
         if self.tracer is not None:
-            self.tracer.put_annotation(key=key, value=value)
+            # int and float are numbers.Number by ABC registration, which mypy does not see.
+            self.tracer.put_annotation(key=key, value=value)  # type: ignore[arg-type]
 
     def put_metadata(self, key: str, value: Any, namespace: str | None = None) -> None:
         if self.tracer is not None:
             self.tracer.put_metadata(key=key, value=value, namespace=namespace)
 
-    def _deferred(self, fn: F, decorate: Callable[[Tracer, F], F]) -> F:
+    def _deferred(self, fn: F, decorate: Callable[[Tracer, F], Callable[..., Any]]) -> F:
         if not self.enabled:
             return fn
-        decorated: list[F] = []
+        decorated: list[Callable[..., Any]] = []
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -122,7 +125,7 @@ class LazyTracer:
                 decorated.append(decorate(tracer, fn) if tracer is not None else fn)
             return decorated[0](*args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return cast(F, wrapper)
 
 
 logger = Logger()

@@ -203,11 +203,19 @@ def mismatch(device: Item, reported: str, now: str) -> Plan:
     return Plan(writes=tuple(writes), follow_ups=(FollowUp(device_id, "deliver"),))
 
 
+# Read-only members: a DeviceStatus is a frozen dataclass.
 class StatusReport(Protocol):
-    holds: str
-    fingerprint: str | None
-    synced: bool | None
-    published_at: str | None
+    @property
+    def holds(self) -> str: ...
+
+    @property
+    def fingerprint(self) -> str | None: ...
+
+    @property
+    def synced(self) -> bool | None: ...
+
+    @property
+    def published_at(self) -> str | None: ...
 
     @property
     def has_token(self) -> bool: ...
