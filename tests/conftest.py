@@ -15,6 +15,9 @@ from tokenflow.store import Store
 from tokenflow_local import moto_speedups
 from tokenflow_local.resources import create_bucket, create_table
 
+# Records the functions' AWS calls and checks them against their roles at the end (docs/iam.md).
+pytest_plugins = ["tests.support.iam_recorder"]
+
 TABLE = "tokenflow-test"
 BUCKET = "tokenflow-test-exports"
 
