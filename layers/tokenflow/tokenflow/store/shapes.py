@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeAlias
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeAlias, TypedDict
 
-AttributeValue: TypeAlias = dict[str, Any]
-"""One attribute value as the low-level client speaks it: ``{"S": "abc"}``, ``{"N": "3"}``, ``{"M": ...}``."""
+
+class AttributeValue(TypedDict, total=False):
+    """One attribute value as the low-level client speaks it: ``{"S": "abc"}``, ``{"N": "3"}``; exactly
+    one member is set (DynamoDB API Reference, "AttributeValue"). The members of boto3-stubs'
+    ``TypeSerializer.serialize`` answer, so what boto3 serializes is one of these."""
+
+    S: str
+    N: str
+    B: bytes
+    SS: Sequence[str]
+    NS: Sequence[str]
+    BS: Sequence[bytes]
+    M: Mapping[str, Any]
+    L: Sequence[Any]
+    NULL: bool
+    BOOL: bool
+
 
 RawItem: TypeAlias = dict[str, AttributeValue]
 """An item or a key in that form: a ``Key``, an ``ExclusiveStartKey``, an entry of a Query's ``Items``."""
