@@ -16,11 +16,12 @@ export SAM_CLI_TELEMETRY := 0
 DEVICES ?= 25
 TOKENS ?= 30
 
-.PHONY: help venv particle-sdk lint test test-unit test-integration test-e2e template firmware-test sam-build run bench lock deploy clean
+.PHONY: help venv particle-sdk lint test test-fast test-unit test-integration test-e2e template firmware-test sam-build run bench lock deploy clean
 
 help:
 	@echo "make run    - the whole system on this machine (no AWS account, no Docker)"
 	@echo "make test   - lint, unit, integration and end-to-end tests, template checks, firmware tests"
+	@echo "make test-fast - the tests not marked slow (a minute or two, for development; make test runs all)"
 	@echo "make bench  - the benchmarks under bench/ (results recorded in bench/README.md)"
 	@echo "make deploy - sam build + sam deploy --guided"
 
@@ -74,6 +75,10 @@ test-integration: $(STAMP)
 test-e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e -q
 
+# While developing: every test but those marked slow (> 5 s; pyproject.toml). CI runs `make test`.
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -n 2 -m "not slow"
+
 # Particle's official JS SDK (pinned by package-lock.json) for the contract test against the Particle
 # simulator (tests/contract). Without npm it says so and the contract test skips.
 SDK_DIR := tests/contract/particle_sdk
@@ -86,6 +91,8 @@ $(SDK_STAMP): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json
 
 particle-sdk: $(SDK_STAMP)
 
+# Every test, slow ones included. Any --dist mode is correct (tests/e2e/conftest.py: each end-to-end
+# test reaches its point of the story on its own); loadfile starts each module's local stack once.
 test: lint template firmware-test $(STAMP) $(SDK_STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 	$(MAKE) sam-build

@@ -2,7 +2,8 @@
 
 ``main([...])`` runs in-process with the stack's API URL, bucket and AWS endpoint; requests go over
 real HTTP to the local gateway. A spy on the gateway's router records which paths arrived, so the
-tests can tell that an AuthToken never travelled in a URL. The steps build on each other (one stack).
+tests can tell that an AuthToken never travelled in a URL. The steps build on each other (the module's
+STORY, see tests/e2e/conftest.py: each test also passes alone, replaying the steps it needs).
 """
 
 from __future__ import annotations
@@ -10,38 +11,28 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from botocore.credentials import Credentials
 
-from tests.e2e.conftest import DEVICES, QUARANTINED, local_stack
+from tests.e2e.conftest import DEVICES, QUARANTINED, Story, device_ledgers, eventually
 from tokenflow.tokens import token_id
 from tokenflow_cli.client import CliError, sign_headers, token_ref_for_url
 from tokenflow_cli.main import main
 from tokenflow_local.sample_export import csv_text, make_export, make_tokens
 from tokenflow_local.stack import LocalStack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a local stack, started once per module
 
 ELIGIBLE = DEVICES - QUARANTINED
 TOKENS = 20
 SAMPLE = {t.token: t for t in make_tokens(TOKENS, seed=1)}
 UNKNOWN_DEVICE = "0" * 24
-
-
-@pytest.fixture(scope="module")
-def stack():
-    with local_stack() as local:
-        if local.api_url is None:
-            pytest.fail("no HTTP API: tokenflow_local.gateway or functions/api is missing")
-        yield local
-    assert not local.errors, local.errors
+STORY = Story()
 
 
 def tokenflow(*argv: str) -> tuple[int, str, str]:
@@ -55,8 +46,7 @@ def tokenflow(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-@pytest.fixture
-def cli(stack: LocalStack) -> Callable[..., tuple[int, str, str]]:
+def cli_for(stack: LocalStack) -> Callable[..., tuple[int, str, str]]:
     """Run ``tokenflow`` against the stack."""
 
     def run(*argv: str, sign: bool = False) -> tuple[int, str, str]:
@@ -67,6 +57,11 @@ def cli(stack: LocalStack) -> Callable[..., tuple[int, str, str]]:
         return tokenflow(*options, *argv)
 
     return run
+
+
+@pytest.fixture
+def cli(stack: LocalStack) -> Callable[..., tuple[int, str, str]]:
+    return cli_for(stack)
 
 
 @pytest.fixture
@@ -93,29 +88,6 @@ def json_of(cli: Callable[..., tuple[int, str, str]], *argv: str) -> Any:
     code, out, err = cli("--json", *argv)
     assert code == 0, err
     return json.loads(out)
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.25)
-
-
-def held_tokens(stack: LocalStack) -> dict[str, str]:
-    """device id -> the AuthToken its own Ledger copy holds, from the Particle simulator (devices
-    holding none, or the cleared state, are left out)."""
-    answer = requests.get(f"{stack.particle_url}/_sim/device-ledgers", timeout=10)
-    answer.raise_for_status()
-    return {
-        d["device_id"]: d["data"]["blynk_token"]
-        for d in answer.json()["devices"]
-        if d["data"] and d["data"].get("blynk_token")
-    }
 
 
 def one_line_error(err: str) -> str:
@@ -158,7 +130,9 @@ def test_an_auth_token_is_replaced_by_its_hash_in_urls():
 # ---- against the stack --------------------------------------------------------------------------
 
 
-def test_upload_waits_for_the_import_and_reports_it(stack, cli, tmp_path: Path):
+@STORY.step
+def test_upload_waits_for_the_import_and_reports_it(stack: LocalStack, tmp_path: Path):
+    cli = cli_for(stack)
     export = tmp_path / "first export.zip"
     export.write_bytes(make_export(TOKENS, seed=1))
 
@@ -174,7 +148,7 @@ def test_upload_waits_for_the_import_and_reports_it(stack, cli, tmp_path: Path):
         devices = json_of(cli, "summary")["devices"]
         assert devices["confirmed"] == TOKENS and devices["waiting"] == ELIGIBLE - TOKENS, devices
 
-    eventually(all_confirmed)
+    eventually(all_confirmed, 30)
 
 
 def test_upload_of_a_missing_file_fails_in_one_line(cli, tmp_path: Path):
@@ -183,6 +157,7 @@ def test_upload_of_a_missing_file_fails_in_one_line(cli, tmp_path: Path):
     assert "no such file" in one_line_error(err) and "nope.zip" in err
 
 
+@pytest.mark.story_after("test_upload_waits_for_the_import_and_reports_it")
 def test_summary_as_a_table_and_as_json(cli):
     code, out, err = cli("summary")
     assert code == 0, err
@@ -195,6 +170,7 @@ def test_summary_as_a_table_and_as_json(cli):
     assert data["recent_imports"][0]["tokens_added"] == TOKENS
 
 
+@pytest.mark.story_after("test_upload_waits_for_the_import_and_reports_it")
 def test_devices_follows_the_cursor_across_pages(cli, arrived):
     data = json_of(cli, "devices", "--state", "confirmed", "--page-size", "3")
     ids = [d["device_id"] for d in data["devices"]]
@@ -216,8 +192,9 @@ def test_devices_follows_the_cursor_across_pages(cli, arrived):
     assert "20 devices" in err
 
 
+@pytest.mark.story_after("test_upload_waits_for_the_import_and_reports_it")
 def test_find_sends_the_hash_of_an_auth_token_never_the_token(stack, cli, arrived):
-    device_id, token = next(iter(held_tokens(stack).items()))
+    device_id, token = next(iter(device_ledgers(stack).items()))
 
     code, out, err = cli("find", token)
     assert code == 0, err
@@ -234,13 +211,15 @@ def test_find_sends_the_hash_of_an_auth_token_never_the_token(stack, cli, arrive
     assert token not in json.dumps(answer)
 
 
+@pytest.mark.story_after("test_upload_waits_for_the_import_and_reports_it", or_later=True)
 def test_reveal_prints_only_the_token(stack, cli):
-    device_id, token = next(iter(held_tokens(stack).items()))
+    device_id, token = next(iter(device_ledgers(stack).items()))
     code, out, err = cli("reveal", device_id)
     assert code == 0, err
     assert out == f"{token}\n"
 
 
+@pytest.mark.story_after("test_upload_waits_for_the_import_and_reports_it")
 def test_labels_writes_one_qr_image_per_delivered_or_confirmed_device(cli, tmp_path: Path):
     pdf = tmp_path / "labels.pdf"
     code, out, err = cli("labels", "-o", str(pdf))
@@ -265,8 +244,10 @@ def _inflate(stream: bytes) -> bytes:
         return b""
 
 
-def test_transfer_and_revoke_change_the_devices_state(stack, cli):
-    held = held_tokens(stack)
+@STORY.step
+def test_transfer_and_revoke_change_the_devices_state(stack: LocalStack):
+    cli = cli_for(stack)
+    held = device_ledgers(stack)
     old, moved_token = next(iter(held.items()))
     waiting = json_of(cli, "devices", "--state", "waiting")["devices"]
     new = waiting[0]["device_id"]
@@ -281,9 +262,9 @@ def test_transfer_and_revoke_change_the_devices_state(stack, cli):
         assert replacement["state"] == "confirmed"
         assert replacement["token"]["token_id"] == token_id(moved_token)
 
-    eventually(moved)
+    eventually(moved, 30)
 
-    holder, revoked = next((d, t) for d, t in held_tokens(stack).items() if d not in (old, new))
+    holder, revoked = next((d, t) for d, t in device_ledgers(stack).items() if d not in (old, new))
     code, out, err = cli("revoke", SAMPLE[revoked].qr_token)
     assert code == 0, err
     assert f"device {holder}: its Ledger is cleared, then it gets a fresh token" in out
@@ -293,7 +274,7 @@ def test_transfer_and_revoke_change_the_devices_state(stack, cli):
         device = json_of(cli, "device", holder)
         assert device["state"] == "waiting" and device["token"] is None, device
 
-    eventually(back_to_waiting)
+    eventually(back_to_waiting, 30)
     assert json_of(cli, "find", revoked)["state"] == "revoked"
 
 
@@ -324,7 +305,9 @@ def test_signed_requests_reach_the_api_with_sigv4_headers(cli, arrived):
     assert "x-amz-date" in headers
 
 
-def test_a_bare_csv_gives_tokens_without_qr_images_and_labels_skip_them(stack, cli, tmp_path: Path):
+@STORY.step
+def test_a_bare_csv_gives_tokens_without_qr_images_and_labels_skip_them(stack: LocalStack, tmp_path: Path):
+    cli = cli_for(stack)
     waiting = json_of(cli, "summary")["devices"]["waiting"]
     export = tmp_path / "top-up.CSV"  # the key gets a lower-case suffix, which the S3 filter needs
     export.write_text(csv_text(make_tokens(waiting, seed=2)))
@@ -337,7 +320,7 @@ def test_a_bare_csv_gives_tokens_without_qr_images_and_labels_skip_them(stack, c
         devices = json_of(cli, "summary")["devices"]
         assert devices["waiting"] == 0 and devices["delivered"] == 0, devices
 
-    eventually(topped_up)
+    eventually(topped_up, 30)
     confirmed = json_of(cli, "summary")["devices"]["confirmed"]
 
     result = json_of(cli, "labels", "-o", str(tmp_path / "labels.pdf"))
@@ -350,6 +333,7 @@ def test_a_bare_csv_gives_tokens_without_qr_images_and_labels_skip_them(stack, c
     assert len(re.findall(rb"/Subtype /Image", data)) == confirmed - waiting
 
 
+@pytest.mark.story_after("test_upload_waits_for_the_import_and_reports_it", or_later=True)
 def test_uploading_the_same_file_again_reports_the_first_import(cli, tmp_path: Path):
     export = tmp_path / "again.zip"
     export.write_bytes(make_export(TOKENS, seed=1))

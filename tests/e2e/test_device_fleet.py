@@ -12,13 +12,13 @@ from typing import Any
 import pytest
 import requests
 
+from tests.support.factories import BLYNK_DOC_TOKEN, BLYNK_DOC_TOKEN_2, ManualClock
 from tokenflow.device_status import parse_status_event
 from tokenflow.tokens import fingerprint
 from tokenflow_local.devices import DeviceFleet
 from tokenflow_local.particle_sim import ParticleSimulator
 
-TOKEN = "xw7ITVneg1DifRRQuPGcA7fJvV8-FAVl"
-OTHER = "P-0ekUL3EjrEkE_UnIIzsIggqyQXYd0z"
+TOKEN, OTHER = BLYNK_DOC_TOKEN, BLYNK_DOC_TOKEN_2
 SECRET = "s3cret-for-tests"
 ACTIVE = {"blynk_token": TOKEN, "state": "active"}
 # The firmware's own table of Ledger contents and what it reports for each (its host tests read it too).
@@ -61,20 +61,12 @@ class Webhook:
         return out
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def world():
     hook = Webhook()
     with ParticleSimulator() as sim:
         ids = sim.add_devices(4, quarantined=1, denied=1)
-        clock = Clock()
+        clock = ManualClock(1000.0)
         fleet = DeviceFleet(
             sim.url, hook.url, SECRET, first_retry=2.0, max_retry=8.0, jitter=0.0, clock=clock
         )
@@ -108,7 +100,7 @@ def delete_ledger(sim: ParticleSimulator, device_id: str) -> None:
 def slow_sync():
     """One device, a Ledger sync that takes 5 s, and one clock for the simulator and the fleet."""
     hook = Webhook()
-    clock = Clock()
+    clock = ManualClock(1000.0)
     with ParticleSimulator(sync_delay=5.0, clock=clock) as sim:
         [device] = sim.add_devices(1)
         fleet = DeviceFleet(

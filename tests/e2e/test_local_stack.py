@@ -1,7 +1,8 @@
 """The whole story on the local stack, driven only through its public faces.
 
 S3 through boto3 at the embedded AWS endpoint, the HTTP API through requests, the devices through the
-Particle simulator's HTTP API. The steps build on each other (one stack per module):
+Particle simulator's HTTP API. The steps build on each other (the module's STORY, see
+tests/e2e/conftest.py: each test also passes alone, replaying the steps it needs):
 
 1. an export of 20 tokens for 24 eligible devices: 20 get a Ledger and confirm it, 4 wait;
 2. the same export dropped again changes nothing; a broken zip lands in rejected/ with a report;
@@ -20,30 +21,21 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import DEVICES, QUARANTINED, local_stack
+from tests.e2e.conftest import DEVICES, QUARANTINED, Story, device_ledgers, eventually, sim_api
 from tokenflow.tokens import fingerprint, is_auth_token, token_id
 from tokenflow_local.sample_export import make_export, make_tokens
 from tokenflow_local.stack import LocalStack
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a local stack, started once per module
 
 ELIGIBLE = DEVICES - QUARANTINED
 FIRST, SECOND = 20, 10
 TOKENS = {t.token for t in make_tokens(FIRST, seed=1)} | {t.token for t in make_tokens(SECOND, seed=2)}
 SECRET_RE = re.compile(r"[A-Za-z0-9_-]{32}")
-story: dict[str, str] = {}  # what one step leaves for a later one
+STORY = Story()
 
 
-@pytest.fixture(scope="module")
-def stack():
-    with local_stack() as local:
-        if local.api_url is None:
-            pytest.fail("no HTTP API: tokenflow_local.gateway or functions/api is missing")
-        yield local
-    assert not local.errors, local.errors
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture
 def s3(stack: LocalStack):
     return stack.client("s3")
 
@@ -72,37 +64,10 @@ def counts(stack: LocalStack) -> tuple[dict[str, int], dict[str, int]]:
     return data["tokens"], data["devices"]
 
 
-def sim(stack: LocalStack, path: str, method: str = "GET", **kwargs: Any) -> dict[str, Any]:
-    response = requests.request(method, f"{stack.particle_url}/_sim{path}", timeout=10, **kwargs)
-    response.raise_for_status()
-    return response.json()
-
-
-def ledgers(stack: LocalStack) -> dict[str, str]:
-    """device id -> the token its own synced Ledger copy holds (what the device uses); devices that
-    hold none, or the cleared state, are left out."""
-    return {
-        d["device_id"]: d["data"]["blynk_token"]
-        for d in sim(stack, "/device-ledgers")["devices"]
-        if d["data"] and d["data"].get("blynk_token")
-    }
-
-
 def device_copy(stack: LocalStack, device_id: str) -> dict[str, Any] | None:
     """The device's own Ledger copy, whole (the cleared state included)."""
-    return next(d["data"] for d in sim(stack, "/device-ledgers")["devices"] if d["device_id"] == device_id)
-
-
-def eventually(check, timeout: float = 20.0, what: str = "") -> Any:
-    """Retry ``check`` (an assertion-raising callable) until it passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.25)
+    devices = sim_api(stack, "/device-ledgers")["devices"]
+    return next(d["data"] for d in devices if d["device_id"] == device_id)
 
 
 def drop(s3: Any, stack: LocalStack, key: str, body: bytes) -> None:
@@ -127,13 +92,16 @@ def incoming_is_empty(s3: Any, stack: LocalStack) -> None:
 
 
 def eligible_ids(stack: LocalStack) -> list[str]:
-    return [d["id"] for d in sim(stack, "/devices")["devices"] if not d["quarantined"] and not d["denied"]]
+    devices = sim_api(stack, "/devices")["devices"]
+    return [d["id"] for d in devices if not d["quarantined"] and not d["denied"]]
 
 
 # ---- the story ------------------------------------------------------------------------------------
 
 
-def test_an_export_gives_devices_their_tokens_and_they_confirm_them(stack, s3):
+@STORY.step
+def test_an_export_gives_devices_their_tokens_and_they_confirm_them(stack):
+    s3 = stack.client("s3")
     drop(s3, stack, "incoming/first export.zip", make_export(FIRST, seed=1))
 
     def all_confirmed():
@@ -146,10 +114,10 @@ def test_an_export_gives_devices_their_tokens_and_they_confirm_them(stack, s3):
     report = report_for(s3, stack, "incoming/first export.zip", "processed/")
     assert report["status"] == "processed" and report["tokens_added"] == FIRST
 
-    held = ledgers(stack)
+    held = device_ledgers(stack)
     first_tokens = {t.token for t in make_tokens(FIRST, seed=1)}
     assert len(held) == FIRST and set(held.values()) == first_tokens  # each token in exactly one Ledger
-    quarantined = next(d["id"] for d in sim(stack, "/devices")["devices"] if d["quarantined"])
+    quarantined = next(d["id"] for d in sim_api(stack, "/devices")["devices"] if d["quarantined"])
     assert quarantined not in held
     for device_id, token in list(held.items())[:3]:
         answer = api(stack, "GET", f"/devices/{device_id}")
@@ -158,8 +126,9 @@ def test_an_export_gives_devices_their_tokens_and_they_confirm_them(stack, s3):
         assert fingerprint(token) in answer.text  # the API names tokens by fingerprint only
 
 
+@pytest.mark.story_after("test_an_export_gives_devices_their_tokens_and_they_confirm_them")
 def test_the_api_serves_lookups_labels_and_its_description(stack):
-    device_id = next(iter(ledgers(stack)))
+    device_id = next(iter(device_ledgers(stack)))
     qr = api(stack, "GET", f"/devices/{device_id}/qr")
     assert qr.status_code == 200 and qr.content.startswith(b"\x89PNG")
     waiting = api(stack, "GET", "/devices", params={"state": "waiting"})
@@ -170,23 +139,25 @@ def test_the_api_serves_lookups_labels_and_its_description(stack):
     assert api(stack, "GET", "/summary", headers={"X-Tokenflow-Secret": "x"}).status_code == 200
 
 
+@pytest.mark.story_after("test_an_export_gives_devices_their_tokens_and_they_confirm_them", or_later=True)
 def test_the_webhook_refuses_a_wrong_secret(stack):
-    device_id = next(iter(ledgers(stack)))
+    device_id = next(iter(device_ledgers(stack)))
     body = {"event": "tokenflow/status", "data": "v=1;token=none;fw=1;synced=1", "device_id": device_id}
     answer = api(stack, "POST", "/webhooks/particle", json=body, headers={"X-Tokenflow-Secret": "wrong"})
     assert answer.status_code in (401, 403)
     assert api(stack, "GET", f"/devices/{device_id}").json()["state"] == "confirmed"
 
 
+@pytest.mark.story_after("test_an_export_gives_devices_their_tokens_and_they_confirm_them", or_later=True)
 def test_the_same_export_dropped_twice_changes_nothing(stack, s3):
-    before, writes = summary(stack), sim(stack, "/stats")["ledger_writes"]
+    before, writes = summary(stack), sim_api(stack, "/stats")["ledger_writes"]
     drop(s3, stack, "incoming/first export again.zip", make_export(FIRST, seed=1))
     report = eventually(lambda: report_for(s3, stack, "incoming/first export again.zip", "processed/"))
     assert report["status"] == "duplicate"
     time.sleep(1.5)  # a sweep runs in the meantime
     after = summary(stack)
     assert (after["tokens"], after["devices"]) == (before["tokens"], before["devices"])
-    assert sim(stack, "/stats")["ledger_writes"] == writes
+    assert sim_api(stack, "/stats")["ledger_writes"] == writes
 
 
 def test_a_broken_zip_lands_in_rejected_with_a_report(stack, s3):
@@ -199,10 +170,11 @@ def test_a_broken_zip_lands_in_rejected_with_a_report(stack, s3):
     assert summary(stack)["tokens"] == before["tokens"]
 
 
+@STORY.step
 def test_a_transfer_moves_a_token_to_a_replacement_device(stack):
-    held = ledgers(stack)
+    held = device_ledgers(stack)
     old = next(iter(held))
-    new = sim(stack, "/devices", "POST", json={"count": 1})["ids"][0]
+    new = sim_api(stack, "/devices", "POST", json={"count": 1})["ids"][0]
     # No token is available: the sweep finds the replacement and records it as waiting.
     eventually(lambda: _state_is(stack, new, "waiting"))
 
@@ -210,7 +182,7 @@ def test_a_transfer_moves_a_token_to_a_replacement_device(stack):
     assert answer.status_code in (200, 202), answer.text
 
     def moved():
-        now_held = ledgers(stack)
+        now_held = device_ledgers(stack)
         assert now_held.get(new) == held[old]
         # the old device's own copy holds the cleared state: it stopped using the token
         assert device_copy(stack, old) == {"blynk_token": "", "state": "transferred"}
@@ -220,8 +192,9 @@ def test_a_transfer_moves_a_token_to_a_replacement_device(stack):
     eventually(moved)
 
 
+@STORY.step
 def test_a_revoked_token_leaves_its_device_waiting_for_a_fresh_one(stack):
-    held = ledgers(stack)
+    held = device_ledgers(stack)
     device_id = next(d for d in held if d in eligible_ids(stack))
     revoked = held[device_id]
     answer = api(stack, "POST", f"/tokens/{token_id(revoked)}/revoke")
@@ -235,10 +208,12 @@ def test_a_revoked_token_leaves_its_device_waiting_for_a_fresh_one(stack):
     eventually(cleared)
     tokens, _ = counts(stack)
     assert tokens["revoked"] == 1
-    story.update(revoked_device=device_id, revoked_token=revoked)
+    STORY.notes.update(revoked_device=device_id, revoked_token=revoked)
 
 
-def test_a_second_export_tops_up_the_waiting_devices(stack, s3):
+@STORY.step
+def test_a_second_export_tops_up_the_waiting_devices(stack):
+    s3 = stack.client("s3")
     _, devices = counts(stack)
     waiting = devices["waiting"]
     assert waiting == ELIGIBLE - FIRST + 1  # + the device whose token was revoked
@@ -252,20 +227,21 @@ def test_a_second_export_tops_up_the_waiting_devices(stack, s3):
         assert tokens["revoked"] == 1
 
     eventually(topped_up, 30)
-    held = ledgers(stack)
-    assert held[story["revoked_device"]] != story["revoked_token"]
+    held = device_ledgers(stack)
+    assert held[STORY.notes["revoked_device"]] != STORY.notes["revoked_token"]
     assert len(set(held.values())) == len(held)  # still one token per device
     assert all(is_auth_token(t) for t in held.values())
 
 
+@STORY.step
 def test_rma_in_the_natural_order_the_served_replacement_takes_the_old_token(stack):
-    held = ledgers(stack)
-    old = next(d for d in held if d in eligible_ids(stack) and d != story.get("revoked_device"))
+    held = device_ledgers(stack)
+    old = next(d for d in held if d in eligible_ids(stack) and d != STORY.notes.get("revoked_device"))
     moved_token = held[old]
-    new = sim(stack, "/devices", "POST", json={"count": 1})["ids"][0]
+    new = sim_api(stack, "/devices", "POST", json={"count": 1})["ids"][0]
     # The replacement joins the product and the automation serves it from stock, as it should.
     eventually(lambda: _state_is(stack, new, "confirmed"), 30)
-    own = ledgers(stack)[new]
+    own = device_ledgers(stack)[new]
 
     answer = api(stack, "POST", f"/devices/{old}/transfer", json={"to": new})
     assert answer.status_code == 202, answer.text
@@ -276,7 +252,7 @@ def test_rma_in_the_natural_order_the_served_replacement_takes_the_old_token(sta
     )
 
     def moved():
-        assert ledgers(stack).get(new) == moved_token
+        assert device_ledgers(stack).get(new) == moved_token
         assert device_copy(stack, old) == {"blynk_token": "", "state": "transferred"}
         _state_is(stack, new, "confirmed")
         _state_is(stack, old, "retired")
@@ -289,7 +265,7 @@ def test_rma_in_the_natural_order_the_served_replacement_takes_the_old_token(sta
     assert answer.status_code == 202, answer.text
 
     def back():
-        assert ledgers(stack).get(old) == moved_token
+        assert device_ledgers(stack).get(old) == moved_token
         assert device_copy(stack, new) == {"blynk_token": "", "state": "transferred"}
         _state_is(stack, old, "confirmed")
         _state_is(stack, new, "retired")

@@ -2,7 +2,8 @@
 
 Resources come from the template's own definitions; an object under incoming/ runs ingest, ingest's
 asynchronous Lambda invoke reaches the sweep, the queue feeds assign with retries and a dead-letter
-queue; a taken port is a clear error.
+queue; a taken port is a clear error. The steps build on each other (the module's STORY, see
+tests/e2e/conftest.py: each test also passes alone, replaying the steps it needs).
 """
 
 from __future__ import annotations
@@ -13,24 +14,22 @@ import time
 
 import boto3
 import pytest
-import requests
 
-from tests.e2e.conftest import local_stack
+from tests.e2e.conftest import Story, sim_api
 from tokenflow.assignment import AssignRequest
 from tokenflow_local import resources
 from tokenflow_local.sample_export import make_export
 from tokenflow_local.stack import LocalStack, PortInUse, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # a local stack, started once per module
 
 
-@pytest.fixture(scope="module")
-def stack():
-    with local_stack(
-        sweep_interval=60.0,  # long: the tests below show that ingest itself starts the sweep
-        simulate_devices=False,
-    ) as local:
-        yield local
+STORY = Story(
+    needs_api=False,
+    check_errors=False,
+    sweep_interval=60.0,  # long: the tests below show that ingest itself starts the sweep
+    simulate_devices=False,
+)
 
 
 def test_resources_follow_the_template(stack):
@@ -61,6 +60,7 @@ def test_resources_follow_the_template(stack):
     assert stack.bucket == "tokenflow-local-exports-123456789012"  # the template's computed name
 
 
+@STORY.step
 def test_an_export_under_incoming_runs_ingest_which_starts_the_sweep_and_assign_writes_ledgers(stack):
     s3 = stack.client("s3")
     s3.put_object(Bucket=stack.bucket, Key="incoming/export.csv.zip", Body=make_export(30, real_qr=False))
@@ -68,7 +68,7 @@ def test_an_export_under_incoming_runs_ingest_which_starts_the_sweep_and_assign_
 
     # The schedule is a minute away: only ingest's own asynchronous invoke can start this sweep.
     def written():
-        instances = [i for i in _get(stack, "/_sim/ledgers")["instances"] if i["data"].get("blynk_token")]
+        instances = [i for i in sim_api(stack, "/ledgers")["instances"] if i["data"].get("blynk_token")]
         return instances if len(instances) >= 24 else None
 
     instances = wait_for(written, timeout=20, what="24 Ledger writes")
@@ -79,6 +79,7 @@ def test_an_export_under_incoming_runs_ingest_which_starts_the_sweep_and_assign_
     assert stack.functions["sweep"].invocations >= 1
 
 
+@STORY.step
 def test_the_lambda_invoke_api_runs_the_sweep(stack):
     client = boto3.client(
         "lambda",
@@ -96,10 +97,11 @@ def test_the_lambda_invoke_api_runs_the_sweep(stack):
         client.invoke(FunctionName="no-such-function", Payload=b"{}")
 
 
+@STORY.step
 def test_a_message_that_keeps_failing_goes_to_the_dead_letter_queue(stack):
     sqs = stack.client("sqs")
-    device = _post(stack, "/_sim/devices", {"count": 1})["ids"][0]
-    _post(stack, "/_sim/faults", {"auth_failure": True})  # every Particle call answers 401
+    device = sim_api(stack, "/devices", "POST", json={"count": 1})["ids"][0]
+    sim_api(stack, "/faults", "POST", json={"auth_failure": True})  # every Particle call answers 401
     try:
         sqs.send_message(
             QueueUrl=stack.queues["AssignQueue"],
@@ -114,7 +116,7 @@ def test_a_message_that_keeps_failing_goes_to_the_dead_letter_queue(stack):
         assert json.loads(message["Body"])["device_id"] == device
         assert int(message["Attributes"]["ApproximateReceiveCount"]) >= 5
     finally:
-        _post(stack, "/_sim/faults", {})
+        sim_api(stack, "/faults", "POST", json={})
         stack.errors.clear()  # the sweeps' 401s were expected
 
 
@@ -129,15 +131,3 @@ def test_a_taken_port_is_a_clear_error_and_nothing_is_left_running():
             local.start()
         assert time.monotonic() - started < 5
         assert local.moto is None  # it failed before starting anything
-
-
-def _get(stack: LocalStack, path: str) -> dict:
-    response = requests.get(f"{stack.particle_url}{path}", timeout=10)
-    response.raise_for_status()
-    return response.json()
-
-
-def _post(stack: LocalStack, path: str, body: dict) -> dict:
-    response = requests.post(f"{stack.particle_url}{path}", json=body, timeout=10)
-    response.raise_for_status()
-    return response.json()

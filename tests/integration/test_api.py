@@ -8,10 +8,8 @@ and for AuthTokens, which no answer but the reveal route may carry.
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,7 +18,9 @@ import pytest
 from openapi_spec_validator import validate as validate_spec
 
 from tests.conftest import BUCKET, TABLE
-from tests.support import seed
+from tests.support import queues, seed
+from tests.support.events import load_event
+from tests.support.factories import device_id as device
 from tests.support.invariants import check_invariants
 from tokenflow.ingest import utc_now
 from tokenflow.store import NewToken, Store
@@ -30,14 +30,9 @@ from tokenflow_local.particle_sim import ParticleSimulator
 from tokenflow_local.sample_export import make_tokens, qr_png
 from tokenflow_local.stack import forget_clients
 
-EVENTS = Path(__file__).resolve().parents[2] / "events" / "api"
 SECRET = "webhook-secret-for-tests"
 SECRET_RE = re.compile(r"[A-Za-z0-9_-]{32}")
 NOW = "2026-11-23T10:00:00.000Z"
-
-
-def device(n: int) -> str:
-    return f"e00fce68{n:016x}"
 
 
 class Api:
@@ -50,7 +45,7 @@ class Api:
         self.webhook = lambda_runtime.load_handler("webhook", fresh=True)
 
     def event(self, fixture: str, method: str | None = None, path: str | None = None, **changes: Any) -> dict:
-        event = copy.deepcopy(json.loads((EVENTS / fixture).read_text()))
+        event = load_event(f"api/{fixture}")
         if method:
             event["requestContext"]["http"]["method"] = method
         if path:
@@ -168,8 +163,7 @@ def available_index(store: Store) -> set[str]:
 
 
 def queued(world) -> list[dict]:
-    messages = world["sqs"].receive_message(QueueUrl=world["queue"], MaxNumberOfMessages=10)
-    return [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+    return queues.queued(world["sqs"], world["queue"])
 
 
 # ---- description ----------------------------------------------------------------------------------
@@ -249,6 +243,7 @@ def test_unknown_and_malformed_device_ids_get_clear_errors(world):
     assert status == 404
 
 
+@pytest.mark.slow
 def test_devices_page_through_a_thousand_with_cursors(world):
     store: Store = world["store"]
     for n in range(1000, 2000):

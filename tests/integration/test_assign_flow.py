@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 
 import boto3
 import pytest
@@ -12,24 +11,21 @@ import requests
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from tests.conftest import TABLE
-from tests.support import seed
+from tests.support import queues, seed
+from tests.support.events import invoke as run_handler
+from tests.support.events import load_event
+from tests.support.factories import random_tokens
+from tests.support.functions import configure_functions
 from tests.support.invariants import check_invariants
 from tokenflow.assign_queue import AssignQueue
 from tokenflow.assignment import Assigner
 from tokenflow.ingest import utc_now
 from tokenflow.particle import ParticleAuthError, ParticleClient, ParticleUnavailable
-from tokenflow.store import NewToken, Store
+from tokenflow.store import Store
 from tokenflow.sweep import Sweeper
 from tokenflow.tokens import token_id
-from tokenflow_local.lambda_runtime import LambdaContext, invoke, load_handler, poll_once, sqs_event
+from tokenflow_local.lambda_runtime import invoke, load_handler, poll_once, sqs_event
 from tokenflow_local.particle_sim import ParticleSimulator
-
-ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-
-
-def new_tokens(count: int, seed: int = 0) -> list[NewToken]:
-    rng = random.Random(seed)
-    return [NewToken("".join(rng.choice(ALPHABET) for _ in range(32))) for _ in range(count)]
 
 
 @pytest.fixture
@@ -47,28 +43,12 @@ def stack(monkeypatch, dynamodb, sim):
         QueueName="assign",
         Attributes={"RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"})},
     )["QueueUrl"]
-    boto3.client("ssm").put_parameter(
-        Name="/tokenflow/particle-token", Value=sim.access_token, Type="SecureString", Overwrite=True
-    )
-    for name, value in {
-        "TABLE_NAME": TABLE,
-        "ASSIGN_QUEUE_URL": queue,
-        "PARTICLE_API_URL": sim.url,
-        "PARTICLE_PRODUCT": sim.product,
-        "PARTICLE_TOKEN_PARAM": "/tokenflow/particle-token",
-        "MAX_DELIVERY_ATTEMPTS": "5",
-    }.items():
-        monkeypatch.setenv(name, value)
-    from aws_lambda_powertools.utilities import parameters
-
-    parameters.clear_caches()
+    configure_functions(monkeypatch, sim, queue, MAX_DELIVERY_ATTEMPTS="5")
     return {"sqs": sqs, "queue": queue, "dlq": dlq, "store": Store(TABLE, dynamodb), "sim": sim}
 
 
 def run_sweep() -> dict:
-    return load_handler("sweep", fresh=True).lambda_handler(
-        {"detail-type": "Scheduled Event"}, LambdaContext("sweep")
-    )
+    return run_handler("sweep", load_event("sweep/scheduled.json"))  # as the schedule starts it
 
 
 def drain(stack: dict, rounds: int = 200) -> int:
@@ -82,14 +62,14 @@ def drain(stack: dict, rounds: int = 200) -> int:
 
 
 def queue_depth(stack: dict, url: str) -> int:
-    attrs = stack["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-    return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+    return queues.queue_depth(stack["sqs"], url)
 
 
+@pytest.mark.slow
 def test_every_eligible_device_of_a_multi_page_product_gets_one_token_and_one_ledger_write(stack):
     sim, store = stack["sim"], stack["store"]
     ids = sim.add_devices(130, quarantined=2, denied=1)
-    store.add_tokens(new_tokens(200), import_id="i", now="t")
+    store.add_tokens(random_tokens(200), import_id="i", now="t")
     load_handler("assign", fresh=True)
 
     result = run_sweep()
@@ -122,10 +102,11 @@ def test_every_eligible_device_of_a_multi_page_product_gets_one_token_and_one_le
     assert sim.stats()["ledger_writes"] == 127
 
 
+@pytest.mark.slow
 def test_a_finished_fleet_costs_no_messages_and_no_writes(stack):
     sim, store = stack["sim"], stack["store"]
     sim.add_devices(60)
-    store.add_tokens(new_tokens(60), import_id="i", now="t")
+    store.add_tokens(random_tokens(60), import_id="i", now="t")
     load_handler("assign", fresh=True)
     run_sweep()
     drain(stack)
@@ -153,13 +134,13 @@ def test_a_finished_fleet_costs_no_messages_and_no_writes(stack):
 def test_waiting_devices_are_served_when_tokens_arrive(stack):
     sim, store = stack["sim"], stack["store"]
     sim.add_devices(12)
-    store.add_tokens(new_tokens(8), import_id="i", now="t")
+    store.add_tokens(random_tokens(8), import_id="i", now="t")
     load_handler("assign", fresh=True)
     run_sweep()
     drain(stack)
     assert check_invariants(store)["devices"] == {"delivered": 8, "waiting": 4}
     assert run_sweep()["queued"] == {}  # nothing to give: waiting devices are not queued
-    store.add_tokens(new_tokens(10, seed=1), import_id="j", now="t")
+    store.add_tokens(random_tokens(10, seed=1), import_id="j", now="t")
     assert run_sweep()["queued"] == {"waiting": 4}
     drain(stack)
     assert check_invariants(store)["devices"] == {"delivered": 12}
@@ -168,7 +149,7 @@ def test_waiting_devices_are_served_when_tokens_arrive(stack):
 def test_duplicate_messages_in_one_batch_deliver_once(stack):
     sim, store = stack["sim"], stack["store"]
     [device] = sim.add_devices(1)
-    store.add_tokens(new_tokens(3), import_id="i", now="t")
+    store.add_tokens(random_tokens(3), import_id="i", now="t")
     load_handler("assign", fresh=True)
     body = json.dumps({"device_id": device, "seen_state": None, "reason": "new"})
     stack["sqs"].send_message_batch(
@@ -179,10 +160,11 @@ def test_duplicate_messages_in_one_batch_deliver_once(stack):
     assert check_invariants(store)["tokens"] == {"delivered": 1, "available": 2}
 
 
+@pytest.mark.slow
 def test_under_twenty_percent_faults_every_device_is_delivered_without_duplicates(stack):
     sim, store = stack["sim"], stack["store"]
     ids = sim.add_devices(60)
-    store.add_tokens(new_tokens(70), import_id="i", now="t")
+    store.add_tokens(random_tokens(70), import_id="i", now="t")
     particle = ParticleClient(
         sim.url, sim.access_token, sim.product, timeout=(1.0, 0.3), backoff_base=0.01, max_retries=2
     )
@@ -218,7 +200,7 @@ def test_under_twenty_percent_faults_every_device_is_delivered_without_duplicate
 def test_a_persistent_401_stops_the_batch_at_once_and_emits_the_alarm_metric(stack, capsys):
     sim, store = stack["sim"], stack["store"]
     sim.add_devices(10)
-    store.add_tokens(new_tokens(10), import_id="i", now="t")
+    store.add_tokens(random_tokens(10), import_id="i", now="t")
     load_handler("assign", fresh=True)
     run_sweep()
     sim.set_faults(auth_failure=True)
@@ -241,7 +223,7 @@ def test_a_persistent_401_stops_the_batch_at_once_and_emits_the_alarm_metric(sta
 def test_a_device_left_pending_by_a_dead_worker_gets_its_own_token_from_the_next_sweep(stack):
     sim, store = stack["sim"], stack["store"]
     [device] = sim.add_devices(1)
-    store.add_tokens(new_tokens(3), import_id="i", now="t")
+    store.add_tokens(random_tokens(3), import_id="i", now="t")
     [(tid, token)] = store.available_candidates(1)
     seed.claim(store, device, tid, token, "2026-01-01T00:00:00.000Z")  # then the worker died
     load_handler("assign", fresh=True)
@@ -254,7 +236,7 @@ def test_a_device_left_pending_by_a_dead_worker_gets_its_own_token_from_the_next
 
 def test_a_malformed_device_id_never_costs_a_token(stack):
     store = stack["store"]
-    store.add_tokens(new_tokens(2), import_id="i", now="t")
+    store.add_tokens(random_tokens(2), import_id="i", now="t")
     load_handler("assign", fresh=True)
     for bad in ("E00FCE680004D20000000001", "zz0fce680004d20000000001"):
         body = json.dumps({"device_id": bad, "seen_state": None, "reason": "webhook"})

@@ -14,22 +14,13 @@ import boto3
 import pytest
 
 from tests.conftest import TABLE
+from tests.support.factories import device_id, random_tokens
 from tests.support.invariants import check_invariants
 from tests.support.moto_atomic import AtomicClient
 from tokenflow.assignment import Assigner, AssignRequest, AuthFailure, RetryLater
 from tokenflow.particle import ParticleAuthError, ParticleNotFound, ParticleUnavailable
-from tokenflow.store import NewToken, Store
+from tokenflow.store import Store
 from tokenflow.tokens import token_id
-
-
-def device_id(n: int) -> str:
-    return f"e00fce68{n:016x}"
-
-
-def tokens(count: int, start: int = 0) -> list[NewToken]:
-    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-    rng = random.Random(start)
-    return [NewToken(token="".join(rng.choice(alphabet) for _ in range(32))) for _ in range(count)]
 
 
 class FakeLedger:
@@ -66,7 +57,7 @@ def assigner(store: Store, ledger: FakeLedger) -> Assigner:
 
 
 def test_new_device_gets_one_token_written_to_its_ledger(store, ledger, assigner):
-    stored = tokens(3)
+    stored = random_tokens(3)
     store.add_tokens(stored, import_id="i", now="t")
     assert assigner.assign(AssignRequest(device_id(1), fields={"name": "pump-1"})) == "delivered"
     device = store.get_device(device_id(1))
@@ -84,7 +75,7 @@ def test_new_device_costs_three_dynamodb_calls(dynamodb, ledger):
     # into 100 devices that adds about H(101) - 1 = 4.2 queries in all (8 with this seed).
     store = Store(TABLE, dynamodb, rng=random.Random(3))
     assigner = Assigner(store, ledger, max_attempts=3, clock=clock, rng=random.Random(3))
-    store.add_tokens(tokens(100), import_id="i", now="t")
+    store.add_tokens(random_tokens(100), import_id="i", now="t")
     store.calls.counts.clear()
     assigner.assign(AssignRequest(device_id(1)))
     assert store.calls.counts == {"Query": 1, "TransactWriteItems": 2}
@@ -95,7 +86,7 @@ def test_new_device_costs_three_dynamodb_calls(dynamodb, ledger):
 
 
 def test_repeated_request_for_a_served_device_changes_nothing(store, ledger, assigner):
-    store.add_tokens(tokens(3), import_id="i", now="t")
+    store.add_tokens(random_tokens(3), import_id="i", now="t")
     assigner.assign(AssignRequest(device_id(1)))
     before = check_invariants(store)
     for seen in (None, "waiting", "pending"):
@@ -105,7 +96,7 @@ def test_repeated_request_for_a_served_device_changes_nothing(store, ledger, ass
 
 
 def test_crash_between_claim_and_ledger_write_ends_with_the_same_token(store, ledger, assigner):
-    store.add_tokens(tokens(5), import_id="i", now="t")
+    store.add_tokens(random_tokens(5), import_id="i", now="t")
     ledger.fail_next.append(RuntimeError("worker died"))
     with pytest.raises(RuntimeError):
         assigner.assign(AssignRequest(device_id(1)))
@@ -123,13 +114,13 @@ def test_device_waits_without_tokens_and_is_served_when_they_arrive(store, ledge
     assert assigner.assign(AssignRequest(device_id(1))) == "waiting"
     assert assigner.assign(AssignRequest(device_id(1))) == "waiting"  # no second record, no counter drift
     assert check_invariants(store)["devices"] == {"waiting": 1}
-    store.add_tokens(tokens(1), import_id="i", now="t")
+    store.add_tokens(random_tokens(1), import_id="i", now="t")
     assert assigner.assign(AssignRequest(device_id(1), seen_state="waiting")) == "delivered"
     assert check_invariants(store)["devices"] == {"delivered": 1}
 
 
 def test_retryable_ledger_failures_are_retried_then_recorded_failed(store, ledger, assigner):
-    store.add_tokens(tokens(2), import_id="i", now="t")
+    store.add_tokens(random_tokens(2), import_id="i", now="t")
     ledger.fail_next = [ParticleUnavailable("503 from Particle")] * 3
     for attempt in (1, 2):
         with pytest.raises(RetryLater):
@@ -149,7 +140,7 @@ def test_retryable_ledger_failures_are_retried_then_recorded_failed(store, ledge
 
 
 def test_refused_ledger_write_fails_the_device_without_retries(store, ledger, assigner):
-    store.add_tokens(tokens(1), import_id="i", now="t")
+    store.add_tokens(random_tokens(1), import_id="i", now="t")
     ledger.fail_next = [ParticleNotFound("ledger not found")]
     assert assigner.assign(AssignRequest(device_id(1))) == "failed"
     device = store.get_device(device_id(1))
@@ -158,18 +149,19 @@ def test_refused_ledger_write_fails_the_device_without_retries(store, ledger, as
 
 
 def test_particle_auth_failure_raises_at_once(store, ledger, assigner):
-    store.add_tokens(tokens(1), import_id="i", now="t")
+    store.add_tokens(random_tokens(1), import_id="i", now="t")
     ledger.fail_next = [ParticleAuthError("401")]
     with pytest.raises(AuthFailure):
         assigner.assign(AssignRequest(device_id(1)))
     assert store.get_device(device_id(1))["state"] == "pending"
 
 
+@pytest.mark.slow
 def test_parallel_workers_bind_distinct_tokens_and_serve_waiting_devices_later(dynamodb):
     client = AtomicClient(boto3.client("dynamodb"))
     store = Store(TABLE, client)
     ledger = FakeLedger()
-    store.add_tokens(tokens(900), import_id="i1", now="t")
+    store.add_tokens(random_tokens(900), import_id="i1", now="t")
     devices = [device_id(n) for n in range(1000)]
     # every request twice, shuffled: duplicate and out-of-order delivery
     requests = [AssignRequest(d) for d in devices] * 2
@@ -195,7 +187,7 @@ def test_parallel_workers_bind_distinct_tokens_and_serve_waiting_devices_later(d
     assert len({token_id(t) for t in ledger.data.values()}) == 900  # no token on two devices
     assert all(n == 1 for n in ledger.writes.values())  # one Ledger write per device
 
-    store.add_tokens(tokens(200, start=1), import_id="i2", now="t")
+    store.add_tokens(random_tokens(200, seed=1), import_id="i2", now="t")
     waiting = [d for d, tid in state["binding"].items() if tid is None]
     threads = [
         threading.Thread(target=worker, args=([AssignRequest(d, "waiting") for d in waiting[n::8]], 100 + n))

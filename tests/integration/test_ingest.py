@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -16,6 +15,7 @@ from botocore.exceptions import ClientError
 
 from tests.conftest import BUCKET, TABLE
 from tests.support import seed
+from tests.support.events import invoke, load_event
 from tests.support.invariants import check_invariants, scan_all
 from tests.support.moto_atomic import AtomicClient
 from tokenflow import aws
@@ -26,7 +26,6 @@ from tokenflow.tokens import token_id
 from tokenflow_local.lambda_runtime import LambdaContext, load_handler, s3_put_event
 from tokenflow_local.sample_export import make_export, make_tokens
 
-EVENTS = Path(__file__).resolve().parents[2] / "events" / "ingest"
 TOKENS = make_tokens(40)
 
 
@@ -38,12 +37,8 @@ def env(monkeypatch, dynamodb, s3):
     return s3
 
 
-def handler():
-    return load_handler("ingest", fresh=True)
-
-
 def run_event(event: dict) -> dict:
-    return handler().lambda_handler(event, LambdaContext(function_name="ingest"))
+    return invoke("ingest", event)
 
 
 def keys(s3, prefix: str = "") -> list[str]:
@@ -57,7 +52,7 @@ def report(s3, prefix: str) -> dict:
 
 def test_event_with_url_encoded_key_imports_every_token_and_files_the_export(env, store):
     s3 = env
-    event = json.loads((EVENTS / "s3-put-zip-key-with-spaces.json").read_text())
+    event = load_event("ingest/s3-put-zip-key-with-spaces.json")
     key = unquote_plus(event["Records"][0]["s3"]["object"]["key"])
     assert key == "incoming/Blynk export (2026-11).zip"
     s3.put_object(Bucket=BUCKET, Key=key, Body=make_export(TOKENS[:30]))
@@ -96,7 +91,7 @@ def test_bare_csv_upload_is_imported(env, store):
     s3 = env
     text = "Device Token,QR Token\n" + "".join(f"{t.token},{t.qr_token}\n" for t in TOKENS[:5])
     s3.put_object(Bucket=BUCKET, Key="incoming/tokens.csv", Body=text.encode())
-    [outcome] = run_event(json.loads((EVENTS / "s3-put-csv.json").read_text()))["imports"]
+    [outcome] = run_event(load_event("ingest/s3-put-csv.json"))["imports"]
     assert outcome["tokens_added"] == 5
     assert report(env, "processed/")["format"] == "csv"
 
@@ -301,6 +296,7 @@ def race(handlers: list, event: dict) -> list[dict]:
     return results
 
 
+@pytest.mark.slow
 def test_two_deliveries_of_one_event_at_once_import_it_once_and_neither_fails(env, store, atomic_aws, caplog):
     """S3 may deliver one event twice, to two Lambda environments at the same moment."""
     s3 = env

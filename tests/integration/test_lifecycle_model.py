@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 
 import boto3
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -128,4 +129,4 @@ LifecycleMachine.TestCase.settings = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
-test_lifecycle_keeps_its_invariants = LifecycleMachine.TestCase
+test_lifecycle_keeps_its_invariants = pytest.mark.slow(LifecycleMachine.TestCase)

@@ -45,6 +45,7 @@ def holder_token(rig: Rig, device_id: str) -> str:
 LOSING = (Conflict, NotFound, BadRequest)
 
 
+@pytest.mark.slow
 def test_transfer_and_revoke_of_the_same_token_fired_together_leave_no_revoked_token_in_a_ledger(rig):
     olds = served_fleet(rig, PAIRS)
     news = rig.sim.add_devices(PAIRS)
@@ -66,6 +67,7 @@ def test_transfer_and_revoke_of_the_same_token_fired_together_leave_no_revoked_t
     assert sum(tally.values()) == PAIRS
 
 
+@pytest.mark.slow
 def test_two_transfers_of_one_device_fired_together_move_its_token_once(rig):
     olds = served_fleet(rig, PAIRS)
     targets = rig.sim.add_devices(2 * PAIRS)
@@ -86,6 +88,7 @@ def test_two_transfers_of_one_device_fired_together_move_its_token_once(rig):
     assert state["devices"]["retired"] == PAIRS and state["devices"]["delivered"] == PAIRS
 
 
+@pytest.mark.slow
 def test_revoke_fired_while_a_worker_delivers_the_token_leaves_it_in_no_ledger(rig):
     devices = rig.sim.add_devices(PAIRS)
     tokens = rig.add_tokens(PAIRS, seed_=5)
@@ -104,6 +107,7 @@ def test_revoke_fired_while_a_worker_delivers_the_token_leaves_it_in_no_ledger(r
     assert state["devices"] == {"delivered": PAIRS}  # each got a fresh token after its clear
 
 
+@pytest.mark.slow
 def test_confirm_and_revoke_fired_together_end_with_the_device_cleared_and_waiting(rig):
     devices = served_fleet(rig, PAIRS, confirmed=False)  # no stock left: the cleared state stays
     actions: Counter[str] = Counter()

@@ -14,7 +14,6 @@ And a table of ``tokens.redact`` cases: the one rule every echo goes through.
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
@@ -22,12 +21,13 @@ import logging
 import struct
 import zipfile
 import zlib
-from pathlib import Path
 
 import boto3
 import pytest
 
 from tests.conftest import BUCKET, TABLE
+from tests.support.events import load_event
+from tests.support.factories import BLYNK_DOC_TOKEN
 from tests.support.invariants import scan_all
 from tokenflow.observability import logger
 from tokenflow.tokens import is_auth_token, redact, token_id
@@ -36,7 +36,6 @@ from tokenflow_local.lambda_runtime import LambdaContext, s3_put_event
 from tokenflow_local.sample_export import SampleToken, make_tokens, qr_png
 from tokenflow_local.stack import forget_clients
 
-API_EVENTS = Path(__file__).resolve().parents[2] / "events" / "api"
 T = make_tokens(40, seed=31)
 ALL_TOKENS = [t.token for t in T]
 PASSWORD = b"export-password"
@@ -199,7 +198,7 @@ def world(monkeypatch, dynamodb, s3):
 
 def api_get(world, path: str) -> tuple[int, str]:
     fixture = "get-imports.json" if path == "/imports" else "get-summary.json"
-    event = copy.deepcopy(json.loads((API_EVENTS / fixture).read_text()))
+    event = load_event(f"api/{fixture}")
     event["rawPath"] = event["requestContext"]["http"]["path"] = path
     if path != "/imports":
         event["queryStringParameters"], event["rawQueryString"] = None, ""
@@ -302,7 +301,7 @@ def test_no_auth_token_of_any_export_escapes_ingest(world, capsys, caplog):
 
 # ---- the rule -------------------------------------------------------------------------------------
 
-TOKEN = "xw7ITVneg1DifRRQuPGcA7fJvV8-FAVl"  # the AuthToken from Blynk's documentation
+TOKEN = BLYNK_DOC_TOKEN
 SHA = "f5ba9f63d7729b7300c0b7b1167947156ee6ff038554125a0f549e388dbcf438"
 
 

@@ -9,6 +9,7 @@ import boto3
 import pytest
 import requests
 
+from tests.support.factories import BLYNK_DOC_TOKEN
 from tokenflow.particle import (
     Device,
     ParticleAuthError,
@@ -22,7 +23,7 @@ from tokenflow.particle import (
 from tokenflow.settings import Settings
 from tokenflow_local.particle_sim import ROUTE_INSTANCE, ParticleSimulator
 
-TOKEN = "xw7ITVneg1DifRRQuPGcA7fJvV8-FAVl"
+TOKEN = BLYNK_DOC_TOKEN
 ACTIVE = {"blynk_token": TOKEN, "state": "active"}  # what a delivered token's Ledger instance holds
 ACCESS_TOKEN = "particle-access-token-0123456789abcdef"
 

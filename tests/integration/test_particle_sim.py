@@ -14,6 +14,7 @@ import time
 import pytest
 import requests
 
+from tests.support.factories import ManualClock
 from tokenflow_local.particle_sim import ROUTE_DEVICE, ROUTE_DEVICES, ROUTE_INSTANCE, ParticleSimulator
 
 LEDGER = "blynk-tokens-c2d"
@@ -49,16 +50,6 @@ def http(sim):
 
 def instance_url(sim: ParticleSimulator, device: str, prefix: str = "/v1") -> str:
     return f"{sim.url}{prefix}/ledgers/{LEDGER}/instances/{device}"
-
-
-class Clock:
-    """The simulator's clock for sync delays, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def put(http: requests.Session, sim: ParticleSimulator, device: str, data: dict) -> None:
@@ -294,7 +285,7 @@ def test_an_offline_device_gets_the_latest_write_at_its_next_connect(sim, http):
 
 
 def test_a_sync_delay_holds_a_change_back_and_a_disconnect_loses_it_until_the_next_connect(http):
-    clock = Clock()
+    clock = ManualClock(100.0)  # the simulator's clock for sync delays
     with ParticleSimulator(sync_delay=5.0, clock=clock) as sim:
         http.headers["Authorization"] = f"Bearer {sim.access_token}"
         [device] = sim.add_devices(1)
@@ -318,7 +309,7 @@ def test_a_sync_delay_holds_a_change_back_and_a_disconnect_loses_it_until_the_ne
 
 
 def test_a_reboot_keeps_the_flash_copy_and_waits_for_the_first_sync_since_boot(http):
-    clock = Clock()
+    clock = ManualClock(100.0)  # the simulator's clock for sync delays
     with ParticleSimulator(sync_delay=2.0, clock=clock) as sim:
         http.headers["Authorization"] = f"Bearer {sim.access_token}"
         [device] = sim.add_devices(1)

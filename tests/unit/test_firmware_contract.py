@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.factories import BLYNK_DOC_TOKEN, BLYNK_DOC_TOKEN_2
 from tokenflow.device_status import (
     STATUS_EVENT,
     StatusError,
@@ -30,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "fingerprint.json").read_text(encoding="utf-8"))
 FIRMWARE = ROOT / "firmware"
 INTEGRATIONS = FIRMWARE / "integrations"
-BLYNK_DOC_TOKENS = ("xw7ITVneg1DifRRQuPGcA7fJvV8-FAVl", "P-0ekUL3EjrEkE_UnIIzsIggqyQXYd0z")
+BLYNK_DOC_TOKENS = (BLYNK_DOC_TOKEN, BLYNK_DOC_TOKEN_2)
 DEVICE_ID = "e00fce68a1b2c3d4e5f60718"
 
 

@@ -1,0 +1,35 @@
+"""Small makers the tests share: device ids as the Particle simulator names them, random AuthTokens,
+a clock moved by hand, and the AuthTokens Blynk's documentation shows."""
+
+from __future__ import annotations
+
+import random
+
+from tokenflow.store import NewToken
+
+# The two AuthTokens printed in Blynk's documentation (the firmware's host tests use them too).
+BLYNK_DOC_TOKEN = "xw7ITVneg1DifRRQuPGcA7fJvV8-FAVl"
+BLYNK_DOC_TOKEN_2 = "P-0ekUL3EjrEkE_UnIIzsIggqyQXYd0z"
+TOKEN_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+
+
+def device_id(n: int) -> str:
+    """Device ``n`` (from 1) of the simulator's product 0, as ParticleSimulator(product_id=0) names it:
+    24 lowercase hex characters like a Particle device id."""
+    return f"e00fce68{n:016x}"
+
+
+def random_tokens(count: int, seed: int = 0) -> list[NewToken]:
+    """``count`` AuthTokens (32 characters of [A-Za-z0-9_-]), the same ones for the same seed."""
+    rng = random.Random(seed)
+    return [NewToken("".join(rng.choice(TOKEN_ALPHABET) for _ in range(32))) for _ in range(count)]
+
+
+class ManualClock:
+    """A clock (seconds) that moves only when a test sets ``now``."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
