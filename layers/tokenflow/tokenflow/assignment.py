@@ -96,13 +96,14 @@ class Assigner:
         done, failed, clear-failed) or raises RetryLater."""
         device_id = request.device_id
         state = request.seen_state
-        # Set once this worker wrote the device's Ledger but could not record it: from then on the
-        # Ledger must be made to match whatever the device's record says.
-        wrote = False
+        # What this worker wrote into the device's Ledger without being able to record it (a token
+        # id, or CLEARED), because the device changed meanwhile: the Ledger must then be made to match
+        # whatever the device's record now says, unless it already does.
+        wrote: str | None = None
         for _ in range(6):
             try:
                 if state in (None, "waiting") or (state == "retired" and request.reason == "manual"):
-                    if wrote or request.reason == "clear":
+                    if request.reason == "clear" or wrote not in (None, CLEARED):
                         self._write_clear(device_id, None, receive_count)
                     return self._serve_new(request, state, receive_count)
                 if state in ("pending", "failed"):
@@ -113,20 +114,26 @@ class Assigner:
                         continue
                     return "cleared"
                 if state in ("delivered", "confirmed"):
-                    if wrote or request.reason == "redeliver":
+                    if request.reason == "redeliver" or (
+                        wrote is not None and wrote != self._token_of(device_id)
+                    ):
                         return self._redeliver(device_id)
                     return "done"
                 if state == "retired":
-                    if wrote or request.reason == "clear":
+                    if request.reason == "clear" or wrote not in (None, CLEARED):
                         self._write_clear(device_id, None, receive_count)
                         return "cleared"
                     return "retired"
-            except _Wrote:
-                wrote = True
+            except _Wrote as written:
+                wrote = written.value
             except Changed:
                 pass
             state = self._current_state(device_id)
         raise RetryLater(f"device {device_id} kept changing state")
+
+    def _token_of(self, device_id: str) -> str | None:
+        device = self.store.get_device(device_id)
+        return device.get("token_id") if device else None
 
     def _current_state(self, device_id: str) -> str | None:
         device = self.store.get_device(device_id)
@@ -190,7 +197,7 @@ class Assigner:
             self.store.apply(rules.deliver(device_id, state, token_tid, now), now)
         except Changed:
             logger.info("Device moved on during the Ledger write", extra={"device_id": device_id})
-            raise _Wrote() from None
+            raise _Wrote(token_tid) from None
         return "delivered"
 
     def _delivery_failed(self, device_id: str, token_tid: str, exc: ParticleError, receive_count: int) -> str:
@@ -249,7 +256,7 @@ class Assigner:
         try:
             self.store.apply(plan, now)
         except Changed:
-            raise _Wrote() from None
+            raise _Wrote(CLEARED) from None
         metrics.add_metric(name="LedgersCleared", unit="Count", value=1)
         logger.info("Ledger cleared", extra={"device_id": device_id, "reason": device.get("clear_reason")})
         return plan.writes[0].state_after or "waiting"
@@ -279,8 +286,16 @@ class Assigner:
             raise RetryLater(error) from None
 
 
+CLEARED = ""  # what _Wrote carries when the cleared state was written
+
+
 class _Wrote(Exception):
-    """This worker wrote the device's Ledger but could not record it: the device changed meanwhile."""
+    """This worker wrote the device's Ledger (``value``: the token id, or CLEARED) but could not record
+    it: the device changed meanwhile."""
+
+    def __init__(self, value: str) -> None:
+        super().__init__(value)
+        self.value = value
 
 
 def _category(exc: ParticleError) -> str:
