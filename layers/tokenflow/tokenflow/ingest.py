@@ -192,7 +192,7 @@ class Importer:
             raise
         body = obj["Body"]
         # Read at most one byte past the limit: enough to know the file is too large.
-        data = body.read(self.limits.max_archive_bytes + 1)
+        data: bytes = body.read(self.limits.max_archive_bytes + 1)
         body.close()
         return data
 
@@ -324,7 +324,7 @@ class Importer:
 
     def _import_finished(self, sha256: str) -> bool:
         record = self.store.get_import(sha256)
-        return bool(record) and record.get("status") in FINISHED
+        return record is not None and record.get("status") in FINISHED
 
     def _wait_for_finish(self, sha256: str) -> bool:
         deadline = time.monotonic() + self.claim_wait_seconds
@@ -364,4 +364,5 @@ def _record_summary(report: dict[str, Any]) -> dict[str, Any]:
     """What the import record keeps: the report without the per-row list (that stays in S3)."""
     kept = {k: v for k, v in report.items() if k not in {"problems", "ignored_entries", "columns"}}
     # DynamoDB takes Decimal, not float: a JSON round trip makes every number storable.
-    return json.loads(json.dumps(kept, default=str), parse_float=Decimal)
+    summary: dict[str, Any] = json.loads(json.dumps(kept, default=str), parse_float=Decimal)
+    return summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tokenflow import rules, triggers
 from tokenflow.assign_queue import AssignQueue
@@ -22,6 +22,9 @@ from tokenflow.observability import logger, metrics
 from tokenflow.settings import Settings
 from tokenflow.store import Store
 
+if TYPE_CHECKING:
+    from tokenflow.particle import Device
+
 ATTEMPTS = 5
 
 
@@ -30,7 +33,7 @@ class Queue(Protocol):
 
 
 class ProductLookup(Protocol):
-    def get_product_device(self, device_id: str) -> Any: ...
+    def get_product_device(self, device_id: str) -> Device | None: ...
 
 
 class Conflict(Exception):

@@ -355,7 +355,7 @@ class ParticleClient:
         raise AssertionError("unreachable")
 
 
-def _check_device_id(device_id: str) -> None:
+def _check_device_id(device_id: object) -> None:
     """Before any request: an id that is not 24 lowercase hex characters could change the path."""
     if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
         raise ParticleBadRequest("device id must be 24 lowercase hex characters")
