@@ -9,8 +9,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tokenflow import aws
-from tokenflow.settings import settings
+from tokenflow import wiring
 from tokenflow.store import Store
 from tokenflow_local import moto_speedups
 from tokenflow_local.resources import create_bucket, create_table
@@ -40,12 +39,10 @@ os.environ.pop("AWS_ENDPOINT_URL", None)
 
 @pytest.fixture
 def aws_mock() -> Iterator[None]:
-    aws.reset()
-    settings.cache_clear()
+    wiring.reset()  # the clients, settings and services of the code under test are made inside the mock
     with mock_aws():
         yield
-    aws.reset()
-    settings.cache_clear()
+    wiring.reset()
 
 
 @pytest.fixture

@@ -15,13 +15,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from tokenflow import api_models as m
-from tokenflow.fleet import BadRequest, Fleet, NotFound
-from tokenflow.ingest import utc_now
-from tokenflow.lifecycle import Conflict, Lifecycle, Unavailable
+from tokenflow import wiring
+from tokenflow.fleet import BadRequest, NotFound
+from tokenflow.lifecycle import Conflict, Unavailable
+from tokenflow.model import DEVICE_STATES
 from tokenflow.observability import logger, metrics, tracer
-from tokenflow.reports import S3Reports
-from tokenflow.settings import settings
-from tokenflow.store import DEVICE_STATES, Store
 
 app = APIGatewayHttpResolver(enable_validation=True)
 app.enable_swagger(path="/swagger", title="Tokenflow operator API", version="1")
@@ -30,25 +28,6 @@ DevicePath = Annotated[str, Path(pattern=m.DEVICE_ID_PATTERN, description="Parti
 StateQuery = Annotated[
     str | None, Query(pattern=f"^({'|'.join(DEVICE_STATES)})$", description="Only devices in this state")
 ]
-_services: dict[str, Any] = {}
-
-
-def fleet() -> Fleet:
-    if "fleet" not in _services:
-        config = settings()
-        config.require("table_name")
-        _services["fleet"] = Fleet(
-            Store(config.table_name),
-            low_stock_threshold=config.low_stock_threshold,
-            reports=S3Reports(config.exports_bucket) if config.exports_bucket else None,
-        )
-    return _services["fleet"]
-
-
-def lifecycle() -> Lifecycle:
-    if "lifecycle" not in _services:
-        _services["lifecycle"] = Lifecycle.from_settings(settings(), fleet().store, utc_now)
-    return _services["lifecycle"]
 
 
 def _caller() -> str | None:
@@ -94,17 +73,17 @@ def _unavailable(exc: Unavailable) -> Response:
 
 @app.get("/summary", summary="Counts per token and device state, low stock, latest imports")
 def get_summary() -> m.Summary:
-    return fleet().summary()
+    return wiring.fleet().summary()
 
 
 @app.get("/imports", summary="The latest imports, newest first")
 def get_imports(limit: Annotated[int, Query(ge=1, le=100)] = 20) -> m.ImportList:
-    return fleet().imports(limit)
+    return wiring.fleet().imports(limit)
 
 
 @app.get("/imports/<import_id>", summary="One import and its full report")
 def get_import(import_id: Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]) -> m.Import:
-    return fleet().import_report(import_id)
+    return wiring.fleet().import_report(import_id)
 
 
 @app.get("/devices", summary="Devices by state, a page at a time")
@@ -113,12 +92,12 @@ def get_devices(
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> m.DevicePage:
-    return fleet().devices(state, cursor, limit)
+    return wiring.fleet().devices(state, cursor, limit)
 
 
 @app.get("/devices/<device_id>", summary="One device: state, token (masked), QR token, timestamps")
 def get_device(device_id: DevicePath) -> m.Device:
-    return fleet().device(device_id)
+    return wiring.fleet().device(device_id)
 
 
 @app.get(
@@ -127,7 +106,7 @@ def get_device(device_id: DevicePath) -> m.Device:
     responses={200: {"description": "PNG image", "content": {"image/png": {}}}},
 )
 def get_device_qr(device_id: DevicePath):  # binary: no response model
-    png = fleet().device_qr(device_id)
+    png = wiring.fleet().device_qr(device_id)
     return Response(
         status_code=200,
         content_type="image/png",
@@ -138,7 +117,7 @@ def get_device_qr(device_id: DevicePath):  # binary: no response model
 
 @app.get("/devices/<device_id>/token", summary="Reveal the device's AuthToken (audited)")
 def get_device_token(device_id: DevicePath) -> Response[m.RevealedToken]:
-    token = fleet().reveal_token(device_id)
+    token = wiring.fleet().reveal_token(device_id)
     logger.info("AuthToken revealed", extra={"device_id": device_id, "caller": _caller()})
     metrics.add_metric(name="TokensRevealed", unit="Count", value=1)
     return Response(
@@ -151,7 +130,7 @@ def get_device_token(device_id: DevicePath) -> Response[m.RevealedToken]:
 
 @app.get("/tokens/<token_ref>", summary="Which device holds a token (AuthToken, QR token or token id)")
 def get_token(token_ref: Annotated[str, Path(min_length=32, max_length=64)]) -> m.Token:
-    return fleet().token(token_ref)
+    return wiring.fleet().token(token_ref)
 
 
 @app.get("/openapi.json", include_in_schema=False)
@@ -166,22 +145,22 @@ def get_openapi():
 
 @app.post("/devices/<device_id>/assign", summary="Queue the device for its token now")
 def post_assign(device_id: DevicePath) -> Response[m.AssignAnswer]:
-    answer = lifecycle().assign_now(device_id)
+    answer = wiring.lifecycle().assign_now(device_id)
     logger.info("Assign requested", extra={"device_id": device_id, "caller": _caller()})
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=answer)
 
 
 @app.post("/devices/<device_id>/transfer", summary="RMA: move the device's token to a replacement")
 def post_transfer(device_id: DevicePath, request: m.TransferRequest) -> Response[m.TransferAnswer]:
-    answer = lifecycle().transfer(device_id, request.to)
+    answer = wiring.lifecycle().transfer(device_id, request.to)
     logger.info("Transfer requested", extra={"from": device_id, "to": request.to, "caller": _caller()})
     return Response(status_code=202, content_type=content_types.APPLICATION_JSON, body=answer)
 
 
 @app.post("/tokens/<token_ref>/revoke", summary="The token was deleted in Blynk: revoke it")
 def post_revoke(token_ref: Annotated[str, Path(min_length=32, max_length=64)]) -> m.RevokeAnswer:
-    tid = fleet().resolve_token(token_ref)
-    answer = lifecycle().revoke(tid)
+    tid = wiring.fleet().resolve_token(token_ref)
+    answer = wiring.lifecycle().revoke(tid)
     logger.info("Revoke requested", extra={"token_id": tid[:12], "caller": _caller()})
     return answer
 

@@ -14,28 +14,13 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tokenflow.assignment import Assigner, AssignRequest, AuthFailure
-from tokenflow.ingest import utc_now
+from tokenflow import wiring
+from tokenflow.assignment import AssignRequest, AuthFailure
 from tokenflow.observability import logger, metrics, tracer
-from tokenflow.particle import ParticleClient
-from tokenflow.settings import settings
-from tokenflow.store import Store
 
 processor = BatchProcessor(event_type=EventType.SQS)
+# Per batch, not per container: whether Particle refused the access token earlier in this batch.
 _state: dict[str, Any] = {}
-
-
-def assigner() -> Assigner:
-    if "assigner" not in _state:
-        config = settings()
-        config.require("table_name", "particle_product")
-        _state["assigner"] = Assigner(
-            Store(config.table_name),
-            ParticleClient.from_settings(config),
-            max_attempts=config.max_delivery_attempts,
-            clock=utc_now,
-        )
-    return _state["assigner"]
 
 
 def handle_record(record: SQSRecord) -> str:
@@ -51,7 +36,7 @@ def handle_record(record: SQSRecord) -> str:
         return "malformed"
     receive_count = int(record.attributes.approximate_receive_count or 1)
     try:
-        return assigner().assign(request, receive_count)
+        return wiring.assigner().assign(request, receive_count)
     except AuthFailure:
         _state["auth_failed"] = True
         raise

@@ -8,27 +8,8 @@ from urllib.parse import unquote_plus
 from aws_lambda_powertools.utilities.data_classes import S3Event, event_source
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tokenflow.ingest import Importer
+from tokenflow import wiring
 from tokenflow.observability import logger, metrics, tracer
-from tokenflow.settings import settings
-from tokenflow.store import Store
-from tokenflow.triggers import request_sweep
-
-_importers: dict[str, Importer] = {}
-
-
-def importer_for(bucket: str) -> Importer:
-    if bucket not in _importers:
-        config = settings()
-        config.require("table_name")
-        _importers[bucket] = Importer(
-            Store(config.table_name),
-            bucket,
-            on_tokens_added=lambda count: request_sweep(
-                config.sweep_function_name, f"import added {count} tokens"
-            ),
-        )
-    return _importers[bucket]
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -40,7 +21,7 @@ def lambda_handler(event: S3Event, context: LambdaContext) -> dict[str, Any]:
     for record in event.records:
         # S3 event keys are URL-encoded ("incoming/Blynk+export.zip"); the object's real key is not.
         key = unquote_plus(record.s3.get_object.key)
-        outcome = importer_for(record.s3.bucket.name).ingest(key)
+        outcome = wiring.importer(record.s3.bucket.name).ingest(key)
         if outcome:
             outcomes.append(
                 {

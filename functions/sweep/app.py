@@ -6,20 +6,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tokenflow.assign_queue import AssignQueue
+from tokenflow import wiring
 from tokenflow.observability import logger, metrics, tracer
-from tokenflow.particle import ParticleAuthError, ParticleClient
-from tokenflow.settings import settings
-from tokenflow.store import Store
-from tokenflow.sweep import Sweeper
-
-
-def sweeper() -> Sweeper:
-    config = settings()
-    config.require("table_name", "assign_queue_url", "particle_product")
-    return Sweeper(
-        Store(config.table_name), ParticleClient.from_settings(config), AssignQueue(config.assign_queue_url)
-    )
+from tokenflow.particle import ParticleAuthError
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -30,7 +19,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "Sweep started", extra={"trigger": event.get("reason") or event.get("detail-type", "schedule")}
     )
     try:
-        result = sweeper().sweep()
+        result = wiring.sweeper().sweep()
     except ParticleAuthError:
         metrics.add_metric(name="ParticleAuthFailures", unit="Count", value=1)
         logger.error("Particle refused the access token; the sweep stopped")

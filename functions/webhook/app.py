@@ -23,12 +23,10 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from tokenflow import wiring
 from tokenflow.device_status import StatusError, parse_status_event
-from tokenflow.ingest import utc_now
-from tokenflow.lifecycle import Lifecycle
 from tokenflow.observability import logger, metrics, tracer
-from tokenflow.settings import secret, settings
-from tokenflow.store import Store
+from tokenflow.settings import secret
 from tokenflow.tokens import redact
 
 SECRET_HEADER = "x-tokenflow-secret"  # noqa: S105 (a header name)
@@ -37,15 +35,6 @@ MAX_BODY_BYTES = 16_384
 MAX_ENCODED_CHARS = 4 * ((MAX_BODY_BYTES + 2) // 3)
 
 app = APIGatewayHttpResolver()
-_services: dict[str, Any] = {}
-
-
-def lifecycle() -> Lifecycle:
-    if "lifecycle" not in _services:
-        config = settings()
-        config.require("table_name")
-        _services["lifecycle"] = Lifecycle.from_settings(config, Store(config.table_name), utc_now)
-    return _services["lifecycle"]
 
 
 def _answer(status: int, body: dict[str, Any]) -> Response:
@@ -54,7 +43,7 @@ def _answer(status: int, body: dict[str, Any]) -> Response:
 
 def _authorized() -> bool:
     provided = app.current_event.headers.get(SECRET_HEADER) or ""
-    expected = secret(settings().webhook_secret_param)
+    expected = secret(wiring.settings().webhook_secret_param)
     return hmac.compare_digest(provided.encode(), expected.encode())
 
 
@@ -71,7 +60,7 @@ def post_status() -> Response:
         metrics.add_metric(name="WebhookUnusable", unit="Count", value=1)
         logger.warning("Unusable status event", extra={"error": message})
         return _answer(400, {"statusCode": 400, "message": message})
-    outcome = lifecycle().report_status(status)
+    outcome = wiring.lifecycle().report_status(status)
     logger.info(
         "Status report",
         extra={"device_id": status.device_id, "holds": status.holds, "action": outcome.action},

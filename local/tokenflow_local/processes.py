@@ -7,7 +7,6 @@ would set each function's environment, and gives it back as it was on ``stop()``
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 import time
@@ -83,18 +82,11 @@ class ProcessEnvironment:
 
 
 def forget_clients() -> None:
-    """Drop every cached client and secret, so the functions see the current endpoints and values."""
-    from aws_lambda_powertools.utilities.parameters import base
+    """Drop every cached client, secret, setting and service, so the functions see the current
+    endpoints, values and environment (``tokenflow.wiring.reset``)."""
+    from tokenflow import wiring
 
-    from tokenflow import aws
-    from tokenflow.settings import settings
-
-    aws.reset()
-    settings.cache_clear()
-    for provider in list(base.DEFAULT_PROVIDERS.values()):
-        with contextlib.suppress(Exception):
-            provider.clear_cache()
-    base.DEFAULT_PROVIDERS.clear()
+    wiring.reset()
 
 
 def wait_for(

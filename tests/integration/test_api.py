@@ -22,6 +22,7 @@ from tests.support import queues, seed
 from tests.support.events import load_event
 from tests.support.factories import device_id as device
 from tests.support.invariants import check_invariants
+from tokenflow import wiring
 from tokenflow.ingest import utc_now
 from tokenflow.store import NewToken, Store
 from tokenflow.tokens import fingerprint, mask, token_id
@@ -196,7 +197,7 @@ def test_the_openapi_description_is_valid_and_names_every_operator_route(world):
 def test_summary_counts_states_in_exactly_one_read(world):
     api = world["api"]
     api.get("/summary")  # builds the handler's store
-    store = api.api._services["fleet"].store
+    store = wiring.fleet().store
     store.calls.counts.clear()
     status, data, _ = api.call("get-summary.json")
     assert status == 200

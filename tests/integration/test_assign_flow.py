@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import replace
 
 import boto3
 import pytest
@@ -17,9 +18,8 @@ from tests.support.events import load_event
 from tests.support.factories import random_tokens
 from tests.support.functions import configure_functions
 from tests.support.invariants import check_invariants
+from tokenflow import wiring
 from tokenflow.assign_queue import AssignQueue
-from tokenflow.assignment import Assigner
-from tokenflow.ingest import utc_now
 from tokenflow.particle import ParticleAuthError, ParticleClient, ParticleUnavailable
 from tokenflow.store import Store
 from tokenflow.sweep import Sweeper
@@ -168,8 +168,9 @@ def test_under_twenty_percent_faults_every_device_is_delivered_without_duplicate
     particle = ParticleClient(
         sim.url, sim.access_token, sim.product, timeout=(1.0, 0.3), backoff_base=0.01, max_retries=2
     )
-    assign = load_handler("assign", fresh=True)
-    assign._state["assigner"] = Assigner(Store(TABLE), particle, max_attempts=50, clock=utc_now)
+    load_handler("assign", fresh=True)
+    # The function's own graph, with a client that gives up sooner and more attempts per device.
+    wiring.install(wiring.Services(replace(wiring.settings(), max_delivery_attempts=50), particle=particle))
     sim.set_faults(
         error_rate=0.15,
         error_statuses=(500, 502, 503, 429),

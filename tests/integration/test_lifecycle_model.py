@@ -15,13 +15,12 @@ from moto import mock_aws
 
 from tests.conftest import TABLE
 from tests.support.rig import Rig
-from tokenflow import aws
+from tokenflow import wiring
 from tokenflow.assign_queue import AssignQueue
 from tokenflow.assignment import AssignRequest, RetryLater
 from tokenflow.fleet import BadRequest, NotFound
 from tokenflow.lifecycle import Conflict
 from tokenflow.model import BOUND_TOKEN_STATES
-from tokenflow.settings import settings as tokenflow_settings
 from tokenflow_local.particle_sim import ParticleSimulator
 from tokenflow_local.resources import create_table
 
@@ -32,8 +31,7 @@ device_index = st.integers(0, DEVICES - 1)
 class LifecycleMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        aws.reset()
-        tokenflow_settings.cache_clear()
+        wiring.reset()
         self.mock = mock_aws()
         self.mock.start()
         client = boto3.client("dynamodb")
@@ -55,7 +53,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.sim.stop()
         self.mock.stop()
-        aws.reset()
+        wiring.reset()
 
     def _token_of(self, n: int) -> str | None:
         item = self.rig.store.get_device(self.devices[n])

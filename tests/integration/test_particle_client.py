@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from tests.support.factories import BLYNK_DOC_TOKEN
+from tokenflow import wiring
 from tokenflow.particle import (
     Device,
     ParticleAuthError,
@@ -469,9 +470,7 @@ def test_from_settings_reads_the_access_token_lazily_from_ssm(sim, aws_mock):
         particle_org=sim.org,
         particle_token_param="/tokenflow/test/particle-token",
     )
-    from aws_lambda_powertools.utilities import parameters
-
-    parameters.clear_caches()
+    wiring.reset()
     particle = ParticleClient.from_settings(settings)  # no parameter yet: nothing is read here
     boto3.client("ssm").put_parameter(
         Name="/tokenflow/test/particle-token", Value=sim.access_token, Type="SecureString"
@@ -479,7 +478,7 @@ def test_from_settings_reads_the_access_token_lazily_from_ssm(sim, aws_mock):
     particle.set_ledger_token(device, TOKEN)
     assert sim.ledger_data(device, prefix=f"/v1/orgs/{sim.org}") == ACTIVE
     assert ACCESS_TOKEN not in repr(particle.__dict__.get("_token"))
-    parameters.clear_caches()
+    wiring.reset()
 
 
 def test_a_retry_after_pauses_every_later_request_of_the_client(sim):

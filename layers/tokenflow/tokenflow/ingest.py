@@ -36,7 +36,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -47,6 +46,7 @@ from tokenflow.export import ExportReader, ExportRejected, Limits
 from tokenflow.observability import logger, metrics
 from tokenflow.store import NewToken, Store
 from tokenflow.tokens import redact
+from tokenflow.wiring import utc_now as utc_now  # the default clock, still importable from here
 
 INCOMING_PREFIX = "incoming/"
 PROCESSED_PREFIX = "processed/"
@@ -59,10 +59,6 @@ FINISHED = frozenset({"processed", "rejected"})
 # write of the same key with 409 (https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html).
 _CLAIMED = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 _GONE = frozenset({"NoSuchKey", "404", "NotFound"})
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tokenflow import rules, triggers
-from tokenflow.assign_queue import AssignQueue
+from tokenflow import rules
 from tokenflow.assignment import AssignRequest
 from tokenflow.device_status import DeviceStatus
 from tokenflow.fleet import BadRequest, NotFound
 from tokenflow.model import BOUND_TOKEN_STATES, Changed, FollowUp, Plan, ProductDevice, Refused
 from tokenflow.observability import logger, metrics
-from tokenflow.settings import Settings
 from tokenflow.store import Store
 
 if TYPE_CHECKING:
@@ -68,30 +66,6 @@ class Lifecycle:
         self.clock = clock
         self.request_sweep = request_sweep
         self._products = products
-
-    @classmethod
-    def from_settings(cls, config: Settings, store: Store, clock: Callable[[], str]) -> Lifecycle:
-        """The service as a function builds it: the assign queue, a sweep when one is configured, and
-        the Particle product lookup (built at its first use: only a transfer needs it)."""
-        config.require("assign_queue_url")
-        sweep = config.sweep_function_name
-        client: dict[str, ProductLookup] = {}
-
-        def products() -> ProductLookup:
-            if "particle" not in client:
-                from tokenflow.particle import ParticleClient
-
-                config.require("particle_product")
-                client["particle"] = ParticleClient.from_settings(config)
-            return client["particle"]
-
-        return cls(
-            store,
-            AssignQueue(config.assign_queue_url),
-            clock=clock,
-            request_sweep=(lambda reason: triggers.request_sweep(sweep, reason)) if sweep else None,
-            products=products if config.particle_product else None,
-        )
 
     def _enqueue(self, requests: Sequence[AssignRequest]) -> None:
         failed = self.queue.send(requests)
