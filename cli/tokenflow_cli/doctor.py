@@ -40,16 +40,16 @@ PARAMETER_DEFAULTS = {
     "ParticleTokenParameter": "/tokenflow/particle-token",
     "WebhookSecretParameter": "/tokenflow/webhook-secret",
 }
-# The scopes the functions' Particle calls need, with the call each one covers. Particle documents
-# ``ledger.instances:get`` and ``ledger.instances:set`` (its "Integration monitor" cloud app template
-# lists them for an API user that reads and writes Ledger instances); the other names follow the
-# same ``<resource>:<verb>`` pattern but no public source shows them: the line says so.
+# The scopes the functions' Particle calls need, with the call each one covers, and no more: the
+# functions never read or delete a Ledger instance (a revoke or a move writes the cleared state).
+# Particle documents ``ledger.instances:set`` (its "Integration monitor" cloud app template lists
+# ``ledger.instances:get`` and ``ledger.instances:set`` for an API user that reads and writes Ledger
+# instances); the device names follow the same ``<resource>:<verb>`` pattern but no public source
+# shows them: the line says so.
 REQUIRED_SCOPES: dict[str, tuple[str, bool]] = {
     "devices:list": ("list the product's devices (sweep)", False),
     "devices:get": ("look up a product device (transfer)", False),
-    "ledger.instances:get": ("read a device's Ledger instance", True),
-    "ledger.instances:set": ("write the token into the Ledger (assign)", True),
-    "ledger.instances:delete": ("delete a Ledger instance (transfer, revoke)", False),
+    "ledger.instances:set": ("write the token or the cleared state into the Ledger (assign)", True),
 }
 MIN_DAYS_LEFT = 14
 INTEGRATION = Path(__file__).resolve().parents[2] / "firmware" / "integrations" / "tokenflow-status.json"

@@ -209,16 +209,15 @@ def test_a_token_expiring_later_is_green_with_its_days_left(
 def test_a_token_without_the_ledger_scopes_is_red(
     stack: LocalStack, integration: Path, token_info: dict[str, Any]
 ) -> None:
-    token_info["scopes"] = ["devices:list", "devices:get", "ledger.instances:get"]
+    token_info["scopes"] = ["devices:list", "ledger.instances:get"]
     code, text = doctor(stack, integration)
     detail = only_red(text, "particle scopes")
     assert code == 1
-    assert "ledger.instances:set (write the token into the Ledger (assign))" in detail
-    assert (
-        "ledger.instances:delete (delete a Ledger instance (transfer, revoke); scope name unconfirmed"
-        in detail
-    )
+    assert "ledger.instances:set (write the token or the cleared state into the Ledger (assign))" in detail
+    assert "devices:get (look up a product device (transfer); scope name unconfirmed" in detail
+    # only what the functions use is asked for: no Ledger read or delete
     assert "devices:list" not in detail.split("fix:")[0]
+    assert "ledger.instances:get" not in detail and "ledger.instances:delete" not in detail
 
 
 def test_an_unscoped_user_token_is_a_warning(
