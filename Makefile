@@ -103,6 +103,7 @@ run: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bench_ingest.py
 	$(BIN)/python bench/bench_assign.py
+	$(BIN)/python bench/bench_cold_start.py
 
 lock:
 	$(BIN)/python -m pip freeze --exclude-editable | grep -v -i '^tokenflow' > requirements-dev.txt

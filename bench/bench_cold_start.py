@@ -28,7 +28,8 @@ Reported per function:
 - import: median (min-max) of the ``import app`` time, measured inside each interpreter, and the
   median CPU time of the same import (user + system), which other work on the machine disturbs less;
 - first use: what the first invocation pays on top for what the import no longer does (the AWS
-  clients that function creates, the Powertools Parameters utility where it reads a secret, and the
+  clients that function creates, the Powertools Parameters utility where it reads a secret, the
+  modules its services, the DynamoDB codec and the Particle client import when first built, and the
   Tracer's X-Ray set-up where tracing is on), measured in the same interpreters right after the
   import. It is an approximation of the first invocation's extra cost, without any network call;
 - top offenders from ``-X importtime`` (three more interpreters, per-edge medians): the heaviest
@@ -61,14 +62,38 @@ DEFAULT_BUDGET_MS = 300.0
 PROFILE_RUNS = 3
 
 # What each function's first invocation creates that its import does not: the AWS clients its code
-# asks tokenflow.aws for, and the SSM reader where it reads a secret (sweep and assign: the Particle
-# token; webhook: the shared secret). Read from the handlers and the tokenflow modules they use.
+# asks tokenflow.aws for, the SSM reader where it reads a secret (sweep and assign: the Particle
+# token; webhook: the shared secret), and the modules its first call imports (the services that
+# tokenflow.wiring imports when it builds them, boto3's DynamoDB codec at the first item, requests
+# where the Particle client is made). Read from the handlers and the tokenflow modules they use; a
+# module the handler already imported costs nothing here, so the same list fits a tree where the
+# import did it all.
 FIRST_USE: dict[str, dict[str, Any]] = {
-    "ingest": {"clients": ["s3", "dynamodb", "lambda"], "secrets": False},
-    "sweep": {"clients": ["dynamodb", "sqs"], "secrets": True},
-    "assign": {"clients": ["dynamodb"], "secrets": True},
-    "api": {"clients": ["dynamodb", "s3", "sqs", "lambda"], "secrets": False},
-    "webhook": {"clients": ["dynamodb", "sqs", "lambda"], "secrets": True},
+    "ingest": {
+        "clients": ["s3", "dynamodb", "lambda"],
+        "secrets": False,
+        "modules": ["tokenflow.ingest", "boto3.dynamodb.types"],
+    },
+    "sweep": {
+        "clients": ["dynamodb", "sqs"],
+        "secrets": True,
+        "modules": ["tokenflow.sweep", "boto3.dynamodb.types", "requests"],
+    },
+    "assign": {
+        "clients": ["dynamodb"],
+        "secrets": True,
+        "modules": ["tokenflow.assignment", "boto3.dynamodb.types", "requests"],
+    },
+    "api": {
+        "clients": ["dynamodb", "s3", "sqs", "lambda"],
+        "secrets": False,
+        "modules": ["tokenflow.fleet", "tokenflow.lifecycle", "tokenflow.reports", "boto3.dynamodb.types"],
+    },
+    "webhook": {
+        "clients": ["dynamodb", "sqs", "lambda"],
+        "secrets": True,
+        "modules": ["tokenflow.lifecycle", "boto3.dynamodb.types"],
+    },
 }
 
 # Runs inside each fresh interpreter. The Tracer's deferred set-up (observability.tracer.setup) is
@@ -79,10 +104,13 @@ t0, c0 = time.perf_counter(), time.process_time()
 import app
 t1, c1 = time.perf_counter(), time.process_time()
 first_use = json.loads(sys.argv[1])
+import importlib
 from tokenflow import aws, observability
 setup = getattr(observability.tracer, "setup", None)
 if setup is not None:
     setup()
+for module in first_use.get("modules", []):
+    importlib.import_module(module)
 for service in first_use["clients"]:
     aws.client(service)
 if first_use["secrets"]:
@@ -360,8 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     def selected(root: Path) -> list[Function]:
         return [f for f in functions_from_template(root) if not args.function or f.name in args.function]
 
+    # The flag alone decides: a PYTHONDONTWRITEBYTECODE the shell happens to export would otherwise
+    # make every interpreter compile from source and measure that instead.
     if args.no_bytecode:
         os.environ["PYTHONDONTWRITEBYTECODE"] = "1"
+    else:
+        os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     current = selected(ROOT)
     baseline = selected(args.baseline.resolve()) if args.baseline else []
     results = measure(baseline + current, args.runs, args.top, args.tracing)

@@ -1,4 +1,5 @@
-"""What a handler's import leaves for later: X-Ray, the Parameters utility, the OpenAPI models.
+"""What a handler's import leaves for later: X-Ray, the Parameters utility, the OpenAPI models, boto3
+and requests.
 
 Each case runs in a fresh interpreter: what matters is what ``import app`` puts in ``sys.modules``,
 and the X-Ray patches are process-wide. bench/bench_cold_start.py measures the times.
@@ -24,6 +25,8 @@ WATCHED = [
     "aws_lambda_powertools.utilities.parameters",
     "aws_lambda_powertools.event_handler.openapi.models",
     "pydantic",
+    "boto3",
+    "requests",
 ]
 TRACE_HEADER = "Root=1-5759e988-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
 
@@ -57,7 +60,7 @@ def _run(code: str, env: dict[str, str], cwd: Path) -> dict:
 
 @pytest.mark.parametrize("in_lambda", [True, False], ids=["tracing-on", "tracing-off"])
 @pytest.mark.parametrize("handler", HANDLERS)
-def test_handler_import_leaves_xray_and_parameters_for_later_and_openapi_to_the_api(
+def test_handler_import_leaves_xray_parameters_boto3_and_requests_for_later_and_openapi_to_the_api(
     handler: str, in_lambda: bool
 ) -> None:
     folder = ROOT / "functions" / handler
@@ -69,6 +72,9 @@ def test_handler_import_leaves_xray_and_parameters_for_later_and_openapi_to_the_
     # Only the operator API validates requests and serves an OpenAPI description.
     assert loaded["aws_lambda_powertools.event_handler.openapi.models"] is (handler == "api")
     assert loaded["pydantic"] is (handler == "api")
+    # The first DynamoDB item or Particle call imports them (tokenflow.store.codec, tokenflow.particle).
+    assert loaded["boto3"] is False
+    assert loaded["requests"] is False
 
 
 TRACED_HANDLER = """

@@ -36,14 +36,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
-
-import requests
-from requests.adapters import HTTPAdapter
 
 from tokenflow.settings import Settings, secret
 from tokenflow.tokens import AUTH_TOKEN_RE
+
+if TYPE_CHECKING:
+    # requests is imported by the code that sends (60 to 75 ms of a cold start, bench/README.md):
+    # the api and webhook import this module for its types and errors and may never call Particle.
+    import requests
 
 DEVICE_ID_RE = re.compile(r"[0-9a-f]{24}")  # use fullmatch: "$" would let a trailing newline in
 LEDGER_TOKEN_KEY = "blynk_token"  # noqa: S105 (the Ledger key's name)
@@ -175,6 +177,9 @@ class ParticleClient:
         self.retry_after_cap = retry_after_cap
         self.sleep = sleep
         self.rng = rng or random.Random()
+        import requests
+        from requests.adapters import HTTPAdapter
+
         self.session = session or requests.Session()
         adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
         self.session.mount("https://", adapter)
@@ -323,6 +328,8 @@ class ParticleClient:
         slot[0] = max(slot[0], time.monotonic())
 
     def _request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        import requests
+
         access_token = self._access_token()
         headers = {"Authorization": f"Bearer {access_token}", "Accept": "application/json"}
         url = f"{self.base_url}{path}"
