@@ -39,6 +39,7 @@ PARAMETER_DEFAULTS = {
     "ParticleApiUrl": "https://api.particle.io",
     "ParticleTokenParameter": "/tokenflow/particle-token",
     "WebhookSecretParameter": "/tokenflow/webhook-secret",
+    "BlynkRegion": "ny3",
 }
 # The scopes the functions' Particle calls need, with the call each one covers, and no more: the
 # functions never read or delete a Ledger instance (a revoke or a move writes the cleared state).
@@ -53,6 +54,8 @@ REQUIRED_SCOPES: dict[str, tuple[str, bool]] = {
 }
 MIN_DAYS_LEFT = 14
 INTEGRATION = Path(__file__).resolve().parents[2] / "firmware" / "integrations" / "tokenflow-status.json"
+BLYNK_INTEGRATION = INTEGRATION.with_name("blynk_https_get.json")
+BLYNK_REGION_PLACEHOLDER = "{{BLYNK_REGION}}"
 SECRET_HEADER = "X-Tokenflow-Secret"  # noqa: S105 (a header name)
 TIMEOUT = 10.0
 
@@ -82,6 +85,8 @@ class Doctor:
         stack: str,
         *,
         integration: Path | None = INTEGRATION,
+        blynk_integration: Path | None = BLYNK_INTEGRATION,
+        api: Callable[[str], Any] | None = None,
         http: requests.Session | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -89,6 +94,8 @@ class Doctor:
         self.endpoint = endpoint
         self.stack = stack
         self.integration = integration
+        self.blynk_integration = blynk_integration
+        self.api = api
         self.http = http or requests.Session()
         self.now = now
         self.outputs: dict[str, str] = {}
@@ -112,6 +119,7 @@ class Doctor:
         yield self.check_notification()
         yield self.check_subscription()
         yield self.check_webhook_secret()
+        yield self.check_blynk()
 
     # ---- AWS ----------------------------------------------------------------------------------
 
@@ -482,6 +490,76 @@ class Doctor:
                 f"with aws ssm put-parameter --name {parameter} --type SecureString --overwrite",
             )
         return Check(name, OK, f"the {SECRET_HEADER} header of {path.name} matches {parameter} (SHA-256)")
+
+    # ---- Blynk ------------------------------------------------------------------------------------
+
+    def check_blynk(self) -> Check:
+        """The stack's Blynk region answers for its tokens, and the Blynk integration names it.
+
+        The doctor holds no AuthToken: asking Blynk itself would mean reading one (through the reveal
+        route, audited and often denied to operators, or from the table) into the operator's
+        machine. The verification function asks Blynk for every confirmed device with the deployed
+        settings, from where the stack runs, and the summary carries its answers by result (ok,
+        no-data, invalid-token, wrong-region:<r>) without any token: that is what is read here.
+        """
+        name = "blynk region"
+        if not self.parameters:
+            return _skipped(name, "the stack")
+        region = self.parameters.get("BlynkRegion") or PARAMETER_DEFAULTS["BlynkRegion"]
+        problems: list[str] = []
+        fixes: list[str] = []
+        notes: list[str] = []
+        # The integration JSON: the URL Particle sends the readings to.
+        from tokenflow.blynk import region_of_url
+
+        path = self.blynk_integration
+        if path is not None and path.is_file():
+            try:
+                url = str(json.loads(path.read_text()).get("url", ""))
+            except (OSError, ValueError) as exc:
+                return Check(name, FAIL, f"{path.name} is not JSON ({type(exc).__name__})", "fix the file")
+            named = region_of_url(url)
+            if BLYNK_REGION_PLACEHOLDER in url:
+                notes.append(f"{path.name} holds the {BLYNK_REGION_PLACEHOLDER} placeholder (use {region})")
+            elif named != region:
+                problems.append(f"{path.name} sends to {named or url.split('?')[0]}, not {region}")
+                fixes.append(
+                    f"set the Blynk integration's URL to https://{region}.blynk.cloud/external/api/batch/update"
+                )
+        # What Blynk answered the verification pass.
+        liveness: dict[str, Any] | None = None
+        if self.api is not None:
+            try:
+                liveness = (self.api("/summary") or {}).get("liveness")
+            except Exception as exc:
+                notes.append(f"the summary could not be read ({type(exc).__name__})")
+        checks: dict[str, int] = {str(k): int(v) for k, v in ((liveness or {}).get("checks") or {}).items()}
+        wrong = {k.split(":", 1)[1]: v for k, v in checks.items() if k.startswith("wrong-region:")}
+        answered = checks.get("ok", 0) + checks.get("no-data", 0)
+        invalid = checks.get("invalid-token", 0)
+        if wrong:
+            right = ", ".join(f"{n} token(s) belong to {r}" for r, n in sorted(wrong.items()))
+            problems.append(f"Blynk {region} answered 308: {right}")
+            target = max(wrong, key=lambda r: wrong[r])
+            fixes.append(
+                f"deploy with BlynkRegion={target} and point the Blynk integration at https://{target}.blynk.cloud"
+            )
+        elif invalid and not answered:
+            problems.append(f'Blynk {region} answered "Invalid token." for every token checked ({invalid})')
+            fixes.append("check the tokens' Blynk server and template; revoke tokens deleted in Blynk")
+        if liveness and liveness.get("region") and liveness.get("region") != region:
+            notes.append(f"the last walk asked {liveness.get('region')}; the next one asks {region}")
+        if problems:
+            return Check(name, FAIL, "; ".join(problems + notes), "; ".join(fixes))
+        if not liveness or not (answered or liveness.get("live")):
+            detail = f"{region}: no confirmed device checked in Blynk yet"
+            return Check(name, WARN, "; ".join([detail, *notes]), "run again once devices are confirmed")
+        detail = (
+            f"{region} answered for {answered} token(s) (ok {checks.get('ok', 0)}, no data "
+            f"{checks.get('no-data', 0)}), {liveness.get('live')} device(s) live, "
+            f"as of {liveness.get('as_of')}"
+        )
+        return Check(name, OK, "; ".join([detail, *notes]))
 
 
 def run(doctor: Doctor, out: IO[str], colour: bool = False) -> int:

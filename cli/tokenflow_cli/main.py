@@ -171,7 +171,11 @@ def cmd_summary(ctx: Context) -> int:
 
 
 def list_devices(
-    ctx: Context, states: Sequence[str | None], limit: int | None, page_size: int
+    ctx: Context,
+    states: Sequence[str | None],
+    limit: int | None,
+    page_size: int,
+    not_live_for: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Devices of ``states``, following each cursor; the cursor left when ``limit`` stopped the listing."""
     found: list[dict[str, Any]] = []
@@ -179,7 +183,10 @@ def list_devices(
         cursor: str | None = None
         while True:
             want = page_size if limit is None else min(page_size, limit - len(found))
-            page = ctx.api.get("/devices", state=state, cursor=cursor, limit=want)
+            query: dict[str, Any] = {"state": state, "cursor": cursor, "limit": want}
+            if not_live_for:
+                query["not_live_for"] = not_live_for
+            page = ctx.api.get("/devices", **query)
             found.extend(page.get("devices", []))
             cursor = page.get("cursor")
             if limit is not None and len(found) >= limit:
@@ -192,7 +199,12 @@ def list_devices(
 def cmd_devices(ctx: Context) -> int:
     if ctx.args.limit is not None and ctx.args.limit < 1:
         raise CliError("--limit must be at least 1")
-    found, cursor = list_devices(ctx, [ctx.args.state], ctx.args.limit, ctx.args.page_size)
+    state = ctx.args.state
+    if ctx.args.not_live_for and state not in (None, "confirmed"):
+        raise CliError("--not-live-for lists confirmed devices: leave out --state or use --state confirmed")
+    if ctx.args.not_live_for:
+        state = "confirmed"
+    found, cursor = list_devices(ctx, [state], ctx.args.limit, ctx.args.page_size, ctx.args.not_live_for)
     if ctx.args.json:
         ctx.say(json.dumps({"devices": found, "cursor": cursor}, indent=2, ensure_ascii=False))
     else:
@@ -320,7 +332,9 @@ def cmd_doctor(ctx: Context) -> int:
     if ctx.local and stack == DEFAULT_STACK:
         stack = LOCAL_STACK
     integration = Path(ctx.args.integration) if ctx.args.integration else doctor.INTEGRATION
-    checker = doctor.Doctor(ctx.session, ctx.endpoint, stack, integration=integration)
+    checker = doctor.Doctor(
+        ctx.session, ctx.endpoint, stack, integration=integration, api=lambda path: ctx.api.get(path)
+    )
     if ctx.args.json:
         checks = list(checker.checks())
         ctx.say(json.dumps([c.__dict__ for c in checks], indent=2))
@@ -386,6 +400,11 @@ def parser(out: IO[str] | None = None, err: IO[str] | None = None) -> argparse.A
     cmd.add_argument("--state", choices=DEVICE_STATES, help="only devices in this state")
     cmd.add_argument("--limit", type=int, help="stop after this many devices")
     cmd.add_argument("--page-size", type=_page_size, default=50, help="devices per request (1-100)")
+    cmd.add_argument(
+        "--not-live-for",
+        metavar="DURATION",
+        help="confirmed devices with no Blynk value for this long (e.g. 24h), with the likely cause",
+    )
 
     cmd = add("device", cmd_device, "one device (by id, or by a token it holds)")
     cmd.add_argument("id", help="device id, AuthToken, QR token or token id")

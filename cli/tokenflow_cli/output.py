@@ -44,6 +44,7 @@ def summary(data: Mapping[str, Any]) -> str:
         *(f"  {state:<12}{count}" for state, count in data.get("devices", {}).items()),
         f"LOW STOCK     {yes_no(data.get('low_stock'))} (threshold {data.get('low_stock_threshold')})",
     ]
+    parts += liveness(data.get("liveness"))
     imports = data.get("recent_imports") or []
     parts.append("RECENT IMPORTS" + ("" if imports else "  none"))
     if imports:
@@ -59,6 +60,22 @@ def summary(data: Mapping[str, Any]) -> str:
         ]
         parts.append(_indent(table(["import", "status", "added", "finished", "file"], rows)))
     return "\n".join(parts)
+
+
+def liveness(block: Mapping[str, Any] | None) -> list[str]:
+    """The summary's LIVE IN BLYNK lines: confirmed vs live, and the stragglers by cause."""
+    if not block:
+        return ["LIVE IN BLYNK  not checked yet (the verification pass has not finished a walk)"]
+    lines = [
+        f"LIVE IN BLYNK  {block.get('live')} of {block.get('confirmed')} confirmed "
+        f"(region {block.get('region')}, datastream {block.get('datastream')}, "
+        f"as of {when(block.get('as_of'))})",
+        f"  {'waiting':<12}{block.get('waiting')}  (confirmed less than {block.get('after_hours')}h ago)",
+        f"  {'not live':<12}{block.get('not_live')}  ({block.get('not_live_percent')}% after "
+        f"{block.get('after_hours')}h)",
+    ]
+    lines += [f"    {cause:<16}{count}" for cause, count in sorted((block.get("causes") or {}).items())]
+    return lines
 
 
 def _indent(text: str) -> str:
@@ -83,7 +100,7 @@ def devices(items: Sequence[Mapping[str, Any]]) -> str:
                 d.get("name"),
                 d.get("serial_number"),
                 when(d.get("confirmed_at") or d.get("delivered_at")),
-                (d.get("last_error") or "")[:60],
+                (d.get("last_error") or d.get("liveness_hint") or "")[:60],
             ]
         )
     headers = ["device", "state", "token", "fingerprint", "name", "serial", "delivered/confirmed", "error"]
@@ -119,6 +136,9 @@ def device(d: Mapping[str, Any]) -> str:
         ("last error", d.get("last_error")),
         ("redeliveries", d.get("redeliveries")),
     ]
+    for key in ("blynk_check", "blynk_last_seen", "live_at", "liveness_hint"):
+        if d.get(key):
+            pairs.append((key.replace("_", " "), d[key]))
     for key in ("reported_fingerprint", "previous_token_mask", "transferred_from", "transferred_to"):
         if d.get(key):
             pairs.append((key.replace("_", " "), d[key]))

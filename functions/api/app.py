@@ -91,8 +91,15 @@ def get_devices(
     state: StateQuery = None,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    not_live_for: Annotated[
+        str | None,
+        Query(
+            pattern=r"^\d{1,5}[mhd]$",
+            description="Confirmed devices with no Blynk value for this long (e.g. 24h), with hints",
+        ),
+    ] = None,
 ) -> m.DevicePage:
-    return wiring.fleet().devices(state, cursor, limit)
+    return wiring.fleet().devices(state, cursor, limit, not_live_for)
 
 
 @app.get("/devices/<device_id>", summary="One device: state, token (masked), QR token, timestamps")

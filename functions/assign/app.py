@@ -14,7 +14,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tokenflow import wiring
+from tokenflow import queue_once, wiring
 from tokenflow.assignment import AssignRequest, AuthFailure
 from tokenflow.observability import logger, metrics, tracer
 
@@ -36,7 +36,10 @@ def handle_record(record: SQSRecord) -> str:
         return "malformed"
     receive_count = int(record.attributes.approximate_receive_count or 1)
     try:
-        return wiring.assigner().assign(request, receive_count)
+        outcome = wiring.assigner().assign(request, receive_count)
+        # Handled: a later need of the device may queue it again (tokenflow.queue_once).
+        queue_once.handled(wiring.queue_marks(), json.loads(record.body))
+        return outcome
     except AuthFailure:
         _state["auth_failed"] = True
         raise

@@ -1,4 +1,6 @@
-"""Schedule or post-import trigger -> queue every device that needs a token (tokenflow.sweep)."""
+"""Schedule or post-import trigger -> continue the sweep's pass over the product's devices and queue
+those that need a token (tokenflow.sweep): under a lease, from its cursor, within this invocation's
+remaining time."""
 
 from __future__ import annotations
 
@@ -19,14 +21,19 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "Sweep started", extra={"trigger": event.get("reason") or event.get("detail-type", "schedule")}
     )
     try:
-        result = wiring.sweeper().sweep()
+        result = wiring.sweeper().resume(context)
     except ParticleAuthError:
         metrics.add_metric(name="ParticleAuthFailures", unit="Count", value=1)
-        logger.error("Particle refused the access token; the sweep stopped")
+        logger.error("Particle refused the access token; the sweep stopped (its cursor is kept)")
         raise
     return {
         "pages": result.pages,
         "devices": result.devices,
         "queued": result.queued,
+        "already_queued": result.already_queued,
         "available_tokens": result.available_tokens,
+        "pass_id": result.pass_id,
+        "first_page": result.first_page,
+        "next_page": result.next_page,
+        "stopped": result.stopped,
     }

@@ -67,7 +67,7 @@ def of_kind(folder: str) -> list[str]:
 
 def test_every_function_of_the_template_has_an_event_fixture():
     covered = {function_of(f) for f in FIXTURES}
-    assert set(FUNCTIONS) == {"ingest", "sweep", "assign", "api", "webhook"}
+    assert set(FUNCTIONS) == {"ingest", "sweep", "assign", "api", "webhook", "verify"}
     assert covered == set(FUNCTIONS), f"functions without a sample event: {set(FUNCTIONS) - covered}"
 
 
@@ -128,6 +128,9 @@ def test_the_schedule_fixture_is_the_schedulers_default_notification():
     assert (event["source"], event["detail-type"]) == ("aws.scheduler", "Scheduled Event")
     assert re.fullmatch(r"arn:aws:scheduler:us-east-1:\d{12}:schedule/default/[\w-]+", event["resources"][0])
     assert resources.function_events("SweepFunction", "ScheduleV2")  # the template's trigger
+    verify = load_event("verify/scheduled.json")  # the verification pass: the same kind of schedule
+    assert (verify["source"], verify["detail-type"]) == ("aws.scheduler", "Scheduled Event")
+    assert resources.function_events("VerifyFunction", "ScheduleV2")
     # ingest's own invoke (tokenflow.triggers): {"source": "tokenflow", "reason": ...}
     assert set(load_event("sweep/after-import.json")) == {"source", "reason"}
 

@@ -54,7 +54,9 @@ def test_every_service_of_a_container_shares_one_store_one_queue_and_one_particl
     sweeper, assigner, lifecycle, fleet = graph.sweeper(), graph.assigner(), graph.lifecycle(), graph.fleet()
     assert sweeper.store is assigner.store is lifecycle.store is fleet.store is store
     assert sweeper.particle is assigner.ledger is particle
-    assert sweeper.queue is lifecycle.queue is queue
+    # One assign queue behind the one deduplicating queue the sweep and the lifecycle share.
+    assert sweeper.queue is lifecycle.queue is graph.once_queue()
+    assert graph.once_queue().queue is queue and graph.once_queue().marks.db is store.db
     assert assigner.max_attempts == 7 and fleet.low_stock_threshold == 12
     assert fleet.reports is not None and fleet.reports.bucket == "tokenflow-exports"
     # Built once: asking again answers the same objects.

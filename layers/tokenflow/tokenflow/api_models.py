@@ -29,12 +29,36 @@ class ImportBrief(BaseModel):
     finished_at: str | None = None
 
 
+class Liveness(BaseModel):
+    """Confirmed vs live in Blynk, as the last complete verification walk found it."""
+
+    confirmed: int = Field(description="Confirmed devices the walk went through")
+    live: int = Field(description="With a Blynk value within after_hours")
+    waiting: int = Field(description="Confirmed less than after_hours ago, no Blynk value yet")
+    not_live: int = Field(description="Confirmed for longer than after_hours, no Blynk value within it")
+    not_live_percent: float
+    causes: dict[str, int] = Field(
+        description="Not live, by cause: wrong-region, invalid-token, no-data, stale, unchecked"
+    )
+    after_hours: int
+    region: str | None = Field(None, description="The Blynk region the checks asked")
+    datastream: str | None = None
+    checks: dict[str, int] = Field(
+        default_factory=dict,
+        description="Blynk's answers during the walk: ok, no-data, invalid-token, wrong-region:<r>",
+    )
+    as_of: str | None = Field(None, description="When the walk finished")
+
+
 class Summary(BaseModel):
     tokens: dict[str, int] = Field(description="Tokens per state")
     devices: dict[str, int] = Field(description="Devices per state")
     low_stock: bool = Field(description="Fewer available tokens than the low-stock threshold")
     low_stock_threshold: int
     recent_imports: list[ImportBrief]
+    liveness: Liveness | None = Field(
+        None, description="Confirmed vs live in Blynk (null before the first walk)"
+    )
 
 
 class Device(BaseModel):
@@ -70,6 +94,15 @@ class Device(BaseModel):
     mismatch_at: str | None = None
     redelivered_at: str | None = None
     updated_at: str | None = None
+    live_at: str | None = Field(None, description="When a Blynk value was first read for its token")
+    blynk_last_seen: str | None = Field(None, description="The time of the last value Blynk holds")
+    blynk_check: str | None = Field(
+        None, description="The last Blynk check: ok, no-data, invalid-token or wrong-region:<region>"
+    )
+    blynk_checked_at: str | None = None
+    liveness_hint: str | None = Field(
+        None, description="For a confirmed device not live: the likely cause and fix"
+    )
 
 
 class DevicePage(BaseModel):

@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
+from tokenflow import liveness
 from tokenflow.store import DEVICE_STATES, Store, keys
 from tokenflow.tokens import is_auth_token, is_qr_token, is_token_id, token_id
 
@@ -74,7 +76,13 @@ def token_ref(item: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"token_id": tid, "fingerprint": item.get("token_fp"), "mask": item.get("token_mask")}
 
 
-def device_view(item: Mapping[str, Any], token: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def device_view(
+    item: Mapping[str, Any],
+    token: Mapping[str, Any] | None = None,
+    *,
+    now: datetime | None = None,
+    window: timedelta | None = None,
+) -> dict[str, Any]:
     view: dict[str, Any] = {
         "device_id": item["device_id"],
         "state": item.get("state"),
@@ -85,6 +93,7 @@ def device_view(item: Mapping[str, Any], token: Mapping[str, Any] | None = None)
         "reported_fingerprint": item.get("reported_fp"),
     }
     view.update({k: item.get(k) for k in DEVICE_VIEW_FIELDS})
+    view.update(liveness.liveness_view(item, now or datetime.now(UTC), window))
     if item.get("previous_token_mask"):
         view["previous_token_mask"] = item["previous_token_mask"]
     if token is not None:
@@ -134,11 +143,17 @@ class Fleet:
     """Read side of the operator API."""
 
     def __init__(
-        self, store: Store, *, low_stock_threshold: int, reports: ReportReader | None = None
+        self,
+        store: Store,
+        *,
+        low_stock_threshold: int,
+        reports: ReportReader | None = None,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.low_stock_threshold = low_stock_threshold
         self.reports = reports
+        self.now = now
 
     def summary(self) -> dict[str, Any]:
         """Counts per state, the low-stock flag and the latest imports: one DynamoDB read."""
@@ -150,6 +165,7 @@ class Fleet:
             "low_stock": available < self.low_stock_threshold,
             "low_stock_threshold": self.low_stock_threshold,
             "recent_imports": counts["recent_imports"],
+            "liveness": liveness.summary_block(counts.get("liveness")),
         }
 
     # ---- devices -------------------------------------------------------------------------------
@@ -161,11 +177,26 @@ class Fleet:
         token = self.store.get_token(item["token_id"]) if item.get("token_id") else None
         return device_view(item, token or {})
 
-    def devices(self, state: str | None, cursor: str | None, limit: int) -> dict[str, Any]:
+    def devices(
+        self, state: str | None, cursor: str | None, limit: int, not_live_for: str | None = None
+    ) -> dict[str, Any]:
         """One page of devices in ``state`` (every state, in order, when None), from the listing by state.
 
         The cursor carries the state it stopped in, so a listing of every state resumes where it was.
+        ``not_live_for`` (``24h``, ``90m``, ``2d``; confirmed devices only) keeps the stragglers:
+        confirmed for longer than that and no Blynk value within it, each with the hint of its cause.
+        A page may then hold fewer devices than ``limit`` (the others of its slice were live): follow
+        the cursor to the end.
         """
+        window: timedelta | None = None
+        if not_live_for is not None:
+            try:
+                window = liveness.parse_duration(not_live_for)
+            except ValueError as exc:
+                raise BadRequest(f"not_live_for: {exc}") from None
+            if state not in (None, "confirmed"):
+                raise BadRequest("not_live_for lists confirmed devices: use it with state=confirmed")
+            state = "confirmed"
         limit = max(1, min(limit, MAX_PAGE))
         states = [state] if state else list(DEVICE_STATES)
         start_key: dict[str, Any] | None = None
@@ -190,7 +221,14 @@ class Fleet:
                 break
         items = self.store.get_devices(ids) if ids else {}
         # An item that changed state between the index read and the item read is shown as it is now.
-        devices = [device_view(items[i]) for i in ids if i in items]
+        now = self.now()
+        devices = [device_view(items[i], now=now, window=window) for i in ids if i in items]
+        if window is not None:
+            devices = [
+                d
+                for i, d in zip([i for i in ids if i in items], devices, strict=True)
+                if liveness.straggler(items[i], now, window)
+            ]
         return {"devices": devices, "cursor": next_cursor}
 
     def device_qr(self, device_id: str) -> bytes:

@@ -46,7 +46,7 @@ class Unavailable(Exception):
 class StatusOutcome:
     device_id: str
     # confirmed, already-confirmed, queued, redeliver, clear-queued, waiting, awaiting-sync, stale,
-    # sweep-requested, ignored
+    # sweep-requested (no Particle product configured), lookup-failed, ignored
     action: str
     state: str | None
 
@@ -214,11 +214,7 @@ class Lifecycle:
     ) -> StatusOutcome:
         now = self.clock()
         if action == "unknown":
-            # Not seen yet: the sweep decides (it knows quarantined and denied devices).
-            if self.request_sweep is None:
-                return StatusOutcome(device_id, "ignored", None)
-            self.request_sweep("status report from an unknown device")
-            return StatusOutcome(device_id, "sweep-requested", None)
+            return self._report_from_unknown(device_id)
         assert item is not None
         if action == "confirm":
             self.store.apply(rules.confirm(item, now), now)
@@ -247,6 +243,39 @@ class Lifecycle:
         if action == "serve-waiting":
             return self._serve_waiting(device_id)
         return StatusOutcome(device_id, action, state)  # already-confirmed, stale, awaiting-sync, ignored
+
+    def _report_from_unknown(self, device_id: str) -> StatusOutcome:
+        """A device Tokenflow has not seen yet reports: ask Particle whether the product has it
+        (one request) and queue it at once, rather than wait for a sweep to list the whole fleet.
+        Quarantined and denied devices, and ids the product does not hold, are ignored; when
+        Particle does not answer, the next sweep pass finds the device (or its next report does)."""
+        if self._products is None:
+            # No Particle product here: the sweep decides (it knows quarantined and denied devices).
+            if self.request_sweep is None:
+                return StatusOutcome(device_id, "ignored", None)
+            self.request_sweep("status report from an unknown device")
+            return StatusOutcome(device_id, "sweep-requested", None)
+        try:
+            device = self._product_device(device_id)
+        except Unavailable:
+            logger.warning(
+                "Particle did not answer the lookup of a reporting device", extra={"device_id": device_id}
+            )
+            return StatusOutcome(device_id, "lookup-failed", None)
+        if device is None or device.quarantined or device.denied:
+            return StatusOutcome(device_id, "ignored", None)
+        fields = {
+            k: v
+            for k, v in (
+                ("name", device.name),
+                ("serial_number", device.serial_number),
+                ("platform_id", device.platform_id),
+            )
+            if v is not None
+        }
+        self._enqueue([AssignRequest(device_id, None, reason="new", fields=fields)])
+        metrics.add_metric(name="NewDevicesReported", unit="Count", value=1)
+        return StatusOutcome(device_id, "queued", None)
 
     def _serve_waiting(self, device_id: str) -> StatusOutcome:
         # A waiting device reports until it has a token: queue it only when there is one to give,

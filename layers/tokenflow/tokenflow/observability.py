@@ -16,6 +16,7 @@ bench/README.md). So ``tracer`` here is a stand-in with the same decorators:
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -130,6 +131,12 @@ class LazyTracer:
 
 logger = Logger()
 metrics = Metrics(namespace="Tokenflow")
+# At DEBUG, urllib3 logs each request line, query string included (a Blynk read carries its AuthToken
+# there, tokenflow.blynk), and botocore logs every response body (a token item's GetItem holds the
+# AuthToken). Pinned at WARNING in every function, whatever level the runtime gives the root logger
+# (Lambda's ApplicationLogLevel DEBUG sets it); tests/integration/test_blynk_liveness.py proves it.
+for _noisy in ("urllib3", "botocore", "boto3"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
 tracer = LazyTracer()
 if tracer.enabled and os.environ.get(constants.LAMBDA_INITIALIZATION_TYPE) in EAGER_INITIALIZATION_TYPES:
     tracer.setup()

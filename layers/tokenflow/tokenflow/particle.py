@@ -207,9 +207,10 @@ class ParticleClient:
 
     # ---- devices ------------------------------------------------------------------------------
 
-    def iter_device_pages(self, per_page: int = 100) -> Iterator[DevicePage]:
-        """Every page of the product's devices (the reference script read only the first)."""
-        page = 1
+    def iter_device_pages(self, per_page: int = 100, start: int = 1) -> Iterator[DevicePage]:
+        """Every page of the product's devices from page ``start`` (the reference script read only
+        the first; the sweep resumes a pass at its cursor)."""
+        page = max(1, start)
         path = f"/v1/products/{quote(self.product, safe='')}/devices"
         while True:
             body = self._request("GET", path, params={"page": page, "per_page": per_page})

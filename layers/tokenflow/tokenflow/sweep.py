@@ -1,32 +1,71 @@
 """Find the devices that need work and queue them for the assign workers.
 
-Pages through every device of the Particle product (one Particle request and one BatchGetItem per
+Pages through the devices of the Particle product (one Particle request and one BatchGetItem per
 page) and queues, in batches of ten messages:
 - devices Tokenflow has never seen;
 - waiting devices, when tokens are available;
 - devices whose Ledger write (or cleared state) is pending for longer than ``stale_after`` seconds
   (a worker died), or failed with a retryable error (``tokenflow.rules.needs_work``).
 Quarantined and denied devices are skipped: they never get a token. A fleet where every device is
-done costs no writes and no messages.
+done costs no writes to devices and no messages.
+
+The scheduled sweep (``Sweeper.resume``) is a resumable pass over the listing:
+- a lease (``store.sweep_state``: a conditional write that expires by itself) lets one run list at
+  a time; a run that finds it held does nothing, one that finds it expired (a run that died) takes
+  it over;
+- a cursor (the next page of the pass) is moved after every page, so a run continues where the
+  last one stopped; a run that fails keeps the cursor at the page it failed on, never back to page 1;
+- a time budget: before each page the run asks the Lambda context for its remaining time and stops
+  while more than ``safety_margin_ms`` plus its longest page so far is left, to write the cursor
+  and give the lease back inside its timeout. The next run continues the pass: the next schedule
+  tick, or the sweep an import starts. It does not invoke itself: a self-invoking function is a
+  loop that only its own code stops (Lambda's recursive-loop detection does not cover it), and its
+  role would need InvokeFunction on its own ARN; since status reports queue new devices directly
+  (``Lifecycle.report_status``), the full pass is reconciliation and its pace is the schedule's.
+
+Particle cost: one list request per page, so a full pass costs ``ceil(devices / 100)`` requests
+(1,000 for 100,000 devices), however many runs it spans; a page a failed run had listed but not
+recorded is listed once more. Each new device reporting its status costs one more request (the
+product lookup of ``Lifecycle.report_status``). DynamoDB per page: one BatchGetItem, one UpdateItem
+(the cursor), and one conditional UpdateItem per device queued (``tokenflow.queue_once``: a device
+already waiting in the queue is not queued again).
+
+``Sweeper.sweep`` is one whole pass from page 1, without lease or cursor (tests, benchmarks).
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from tokenflow import rules
-from tokenflow.assign_queue import AssignQueue
 from tokenflow.assignment import AssignRequest
 from tokenflow.observability import logger, metrics
 from tokenflow.particle import Device, DevicePage
+from tokenflow.queue_once import OnceQueue, Queue
 from tokenflow.store import Store
+from tokenflow.store.sweep_state import SweepState
+
+# Without a Lambda context (a direct call) a run may take this long: the sweep function's Timeout.
+DEFAULT_BUDGET_MS = 300_000
+# A lease outlives the run's own time by this much: a run cannot outlive its timeout, so a lease
+# left by a run that died is free shortly after that run's end.
+LEASE_SLACK_MS = 5_000
 
 
 class DeviceLister(Protocol):
-    def iter_device_pages(self, per_page: int = 100) -> Iterator[DevicePage]: ...
+    def iter_device_pages(self, per_page: int = 100, start: int = 1) -> Iterator[DevicePage]: ...
+
+
+class RemainingTime(Protocol):
+    """The part of the Lambda context a run reads: the milliseconds left before its timeout
+    (https://docs.aws.amazon.com/lambda/latest/dg/python-context.html)."""
+
+    def get_remaining_time_in_millis(self) -> int: ...
 
 
 @dataclass
@@ -36,7 +75,15 @@ class SweepResult:
     skipped_quarantined: int = 0
     skipped_denied: int = 0
     queued: dict[str, int] = field(default_factory=dict)
+    already_queued: int = 0
     available_tokens: int = 0
+    # A resumed run: its pass, the page it started at, the page the next run starts at (None: the
+    # pass is finished), and why it stopped (finished, budget, lease-held, lease-lost).
+    pass_id: str | None = None
+    first_page: int = 1
+    next_page: int | None = None
+    stopped: str = "finished"
+    took_over_from: str | None = None
 
     @property
     def queued_total(self) -> int:
@@ -48,51 +95,166 @@ class Sweeper:
         self,
         store: Store,
         particle: DeviceLister,
-        queue: AssignQueue,
+        queue: Queue,
         *,
         stale_after: int = 900,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        state: SweepState | None = None,
+        safety_margin_ms: int = 30_000,
     ) -> None:
         self.store = store
         self.particle = particle
         self.queue = queue
         self.stale_after = stale_after
         self.now = now
+        self.state = state if state is not None else SweepState(store.db)
+        # Left for writing the cursor and giving the lease back (a page's 100 conditional writes and
+        # ten queue sends take a few seconds at worst; a Particle 429 can ask for more: the longest
+        # page so far is added).
+        self.safety_margin_ms = safety_margin_ms
+
+    # ---- one whole pass ------------------------------------------------------------------------
 
     def sweep(self, per_page: int = 100) -> SweepResult:
+        """Every page from page 1, in this call, without lease or cursor."""
         result = SweepResult()
-        result.available_tokens = self.store.summary()["tokens"]["available"]
-        stale_before = (self.now() - timedelta(seconds=self.stale_after)).isoformat().replace("+00:00", "Z")
+        available, stale_before = self._begin(result)
         for page in self.particle.iter_device_pages(per_page=per_page):
-            result.pages += 1
-            result.devices += len(page.devices)
-            eligible: list[Device] = []
-            for device in page.devices:
-                if device.quarantined:
-                    result.skipped_quarantined += 1
-                elif device.denied:
-                    result.skipped_denied += 1
-                else:
-                    eligible.append(device)
-            known = self.store.get_devices([d.id for d in eligible]) if eligible else {}
-            requests = []
-            for device in eligible:
-                reason = rules.needs_work(known.get(device.id), result.available_tokens, stale_before)
-                if reason:
-                    item = known.get(device.id)
-                    requests.append(
-                        AssignRequest(device.id, item.get("state") if item else None, reason, _fields(device))
-                    )
-                    result.queued[reason] = result.queued.get(reason, 0) + 1
-            # Devices that could not be queued are found again by the next sweep.
-            self.queue.send(requests)
-        metrics.add_metric(name="AvailableTokens", unit="Count", value=result.available_tokens)
-        metrics.add_metric(name="DevicesQueued", unit="Count", value=result.queued_total)
-        logger.info("Sweep finished", extra={"result": result.__dict__})
+            self._handle_page(page, result, available, stale_before)
+        self._finish(result)
         return result
 
+    # ---- the scheduled, resumable pass ---------------------------------------------------------
 
-def _fields(device: Device) -> dict[str, Any]:
+    def resume(self, context: RemainingTime | None = None, per_page: int = 100) -> SweepResult:
+        """Continue the current pass (or start one) under the lease, until the pass ends or the
+        time budget is spent; see the module docstring."""
+        result = SweepResult()
+        owner = uuid.uuid4().hex
+        moment = self.now()
+        remaining = context.get_remaining_time_in_millis() if context is not None else DEFAULT_BUDGET_MS
+        cursor = self.state.acquire(
+            owner,
+            _epoch_ms(moment),
+            remaining + LEASE_SLACK_MS,
+            new_pass_id=uuid.uuid4().hex,
+            now=_iso(moment),
+        )
+        if cursor is None:
+            result.stopped = "lease-held"
+            logger.info("Another sweep holds the lease: nothing to do")
+            return result
+        result.pass_id, result.first_page, result.next_page = (
+            cursor.pass_id,
+            cursor.next_page,
+            cursor.next_page,
+        )
+        result.took_over_from = cursor.took_over_from
+        if cursor.took_over_from:
+            metrics.add_metric(name="SweepLeasesTakenOver", unit="Count", value=1)
+            logger.warning(
+                "Took over the lease of a sweep that stopped", extra={"pages_done": cursor.pages_done}
+            )
+        try:
+            self._run(cursor.pass_id, cursor.next_page, owner, context, per_page, result)
+        finally:
+            # The cursor stays where the last recorded page left it, whatever stopped this run.
+            self.state.release(owner)
+        return result
+
+    def _run(
+        self,
+        pass_id: str,
+        start: int,
+        owner: str,
+        context: RemainingTime | None,
+        per_page: int,
+        result: SweepResult,
+    ) -> None:
+        available, stale_before = self._begin(result)
+        pages = self.particle.iter_device_pages(per_page=per_page, start=start)
+        longest_ms = 0.0
+        while True:
+            if (
+                context is not None
+                and context.get_remaining_time_in_millis() < self.safety_margin_ms + longest_ms
+            ):
+                result.stopped = "budget"
+                break
+            began = time.monotonic()
+            page = next(pages, None)
+            if page is None:  # the listing ended without saying it was the last page
+                self.state.finish_pass(owner, pass_id, _iso(self.now()))
+                result.next_page, result.stopped = None, "finished"
+                break
+            queued = self._handle_page(page, result, available, stale_before)
+            if not self.state.advance(owner, pass_id, page.page + 1, len(page.devices), queued):
+                result.stopped = "lease-lost"
+                break
+            result.next_page = page.page + 1
+            longest_ms = max(longest_ms, (time.monotonic() - began) * 1000)
+            if not page.devices or page.page >= page.total_pages:
+                self.state.finish_pass(owner, pass_id, _iso(self.now()))
+                result.next_page, result.stopped = None, "finished"
+                break
+        self._finish(result)
+
+    # ---- pages ---------------------------------------------------------------------------------
+
+    def _begin(self, result: SweepResult) -> tuple[int, str]:
+        result.available_tokens = self.store.summary()["tokens"]["available"]
+        stale_before = _iso(self.now() - timedelta(seconds=self.stale_after))
+        return result.available_tokens, stale_before
+
+    def _handle_page(self, page: DevicePage, result: SweepResult, available: int, stale_before: str) -> int:
+        """Queue the page's devices that need work; answers how many were sent."""
+        result.pages += 1
+        result.devices += len(page.devices)
+        eligible: list[Device] = []
+        for device in page.devices:
+            if device.quarantined:
+                result.skipped_quarantined += 1
+            elif device.denied:
+                result.skipped_denied += 1
+            else:
+                eligible.append(device)
+        known = self.store.get_devices([d.id for d in eligible]) if eligible else {}
+        requests: list[AssignRequest] = []
+        for device in eligible:
+            reason = rules.needs_work(known.get(device.id), available, stale_before)
+            if reason:
+                item = known.get(device.id)
+                requests.append(
+                    AssignRequest(
+                        device.id, item.get("state") if item else None, reason, device_fields(device)
+                    )
+                )
+        if not requests:
+            return 0
+        # Devices that could not be queued are found again by the next pass.
+        if isinstance(self.queue, OnceQueue):
+            outcome = self.queue.send_once(requests)
+            sent, result.already_queued = (
+                set(outcome.sent),
+                result.already_queued + len(outcome.already_queued),
+            )
+        else:
+            failed = set(self.queue.send(requests))
+            sent = {r.device_id for r in requests} - failed
+        for request in requests:
+            if request.device_id in sent:
+                result.queued[request.reason] = result.queued.get(request.reason, 0) + 1
+        return len(sent)
+
+    def _finish(self, result: SweepResult) -> None:
+        metrics.add_metric(name="AvailableTokens", unit="Count", value=result.available_tokens)
+        metrics.add_metric(name="DevicesQueued", unit="Count", value=result.queued_total)
+        metrics.add_metric(name="SweepPagesListed", unit="Count", value=result.pages)
+        logger.info("Sweep finished", extra={"result": result.__dict__})
+
+
+def device_fields(device: Device) -> dict[str, Any]:
+    """What an assign request carries of a Particle device (for its first record)."""
     return {
         k: v
         for k, v in (
@@ -102,3 +264,12 @@ def _fields(device: Device) -> dict[str, Any]:
         )
         if v is not None
     }
+
+
+def _epoch_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _iso(moment: datetime) -> str:
+    """The table's time format (``wiring.utc_now``): UTC, milliseconds, ``Z``."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -41,8 +41,10 @@ if TYPE_CHECKING:
     from tokenflow.ingest import Importer
     from tokenflow.lifecycle import Lifecycle
     from tokenflow.particle import ParticleClient
+    from tokenflow.queue_once import OnceQueue
     from tokenflow.settings import Settings
     from tokenflow.store import Store
+    from tokenflow.store.queue_marks import QueueMarks
     from tokenflow.sweep import Sweeper
 
 T = TypeVar("T")
@@ -115,6 +117,27 @@ class Services:
 
         return self._part("assign_queue", build)
 
+    def queue_marks(self) -> QueueMarks:
+        """Which devices have a message waiting in the assign queue (the worker removes its mark)."""
+
+        def build() -> QueueMarks:
+            from tokenflow.store.queue_marks import QueueMarks
+
+            return QueueMarks(self.store().db)
+
+        return self._part("queue_marks", build)
+
+    def once_queue(self) -> OnceQueue:
+        """The assign queue as the sweep and the status reports use it: one message per device of
+        work (tokenflow.queue_once)."""
+
+        def build() -> OnceQueue:
+            from tokenflow.queue_once import OnceQueue
+
+            return OnceQueue(self.assign_queue(), self.queue_marks(), clock=self.clock)
+
+        return self._part("once_queue", build)
+
     def sweep_trigger(self) -> SweepTrigger | None:
         """How a function starts the sweep function; None where none is configured."""
 
@@ -157,7 +180,7 @@ class Services:
             return Sweeper(
                 self.store(),
                 self.particle(),
-                self.assign_queue(),
+                self.once_queue(),
                 now=lambda: datetime.fromisoformat(self.clock()),
             )
 
@@ -186,7 +209,7 @@ class Services:
             has_particle = "particle" in self._parts or bool(self.settings.particle_product)
             return Lifecycle(
                 self.store(),
-                self.assign_queue(),
+                self.once_queue(),
                 clock=self.clock,
                 request_sweep=self.sweep_trigger(),
                 products=self.particle if has_particle else None,
@@ -278,3 +301,7 @@ def lifecycle() -> Lifecycle:
 
 def fleet() -> Fleet:
     return services().fleet()
+
+
+def queue_marks() -> QueueMarks:
+    return services().queue_marks()

@@ -8,7 +8,7 @@ from typing import Any
 
 from tokenflow.model import DEVICE_STATES, TOKEN_STATES
 from tokenflow.store import imports
-from tokenflow.store.keys import Keys, is_recent_imports
+from tokenflow.store.keys import Keys, is_liveness, is_recent_imports, liveness_key
 from tokenflow.store.shapes import PlainItem, Request
 from tokenflow.store.table import Table
 
@@ -42,12 +42,17 @@ def counter_update(db: Table, deltas: Mapping[str, int], shard: int | None = Non
 
 
 def summary(db: Table) -> dict[str, Any]:
-    """Every counter shard and the recent imports in one BatchGetItem, summed."""
-    keys = [Keys.stats(n) for n in range(STATS_SHARDS)] + [Keys.recent_imports()]
+    """Every counter shard and the recent imports in one BatchGetItem, summed; the same read brings
+    the liveness item's ``latest`` (the last Blynk verification walk, store/liveness.py) or None."""
+    keys = [Keys.stats(n) for n in range(STATS_SHARDS)] + [Keys.recent_imports(), liveness_key()]
     tokens = dict.fromkeys(TOKEN_STATES, 0)
     devices = dict.fromkeys(DEVICE_STATES, 0)
     recent: list[PlainItem] = []
+    latest_liveness: PlainItem | None = None
     for item in db.batch_get(keys):
+        if is_liveness(item):
+            latest_liveness = item.get("latest")
+            continue
         if is_recent_imports(item):
             recent = imports.newest_first(item)
             continue
@@ -55,4 +60,9 @@ def summary(db: Table) -> dict[str, Any]:
             tokens[state] += int(item.get(f"tokens_{state}", 0))
         for state in DEVICE_STATES:
             devices[state] += int(item.get(f"devices_{state}", 0))
-    return {"tokens": tokens, "devices": devices, "recent_imports": recent[: imports.RECENT_IMPORTS_KEPT]}
+    return {
+        "tokens": tokens,
+        "devices": devices,
+        "recent_imports": recent[: imports.RECENT_IMPORTS_KEPT],
+        "liveness": latest_liveness,
+    }

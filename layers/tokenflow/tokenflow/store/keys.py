@@ -9,7 +9,10 @@ One table, composite key ``pk``/``sk``:
 - import: ``IMPORT#<sha256 of the file>`` / ``IMPORT``;
 - counter shard: ``STATS#<n>`` / ``STATS``: per-state counters, changed in the same transaction as
   the state they count;
-- recent imports: ``IMPORTS#RECENT`` / ``IMPORTS``, read together with the counters in one call.
+- recent imports: ``IMPORTS#RECENT`` / ``IMPORTS``, read together with the counters in one call;
+- sweep state: ``SWEEP#STATE`` / ``SWEEP``: the sweep's lease and its page cursor (store/sweep_state.py);
+- queued mark: ``QUEUED#<device id>`` / ``QUEUED``: the device has a message in the assign queue
+  that no worker has handled yet (store/queue_marks.py).
 
 Indexes (sparse, so each holds only the items that carry its key; template.yaml defines them and
 the test above checks that the names here are the template's):
@@ -43,6 +46,8 @@ STATS_PREFIX = "STATS#"
 EVENT_PREFIX = "EVENT#"
 DEVICE_STATE_PREFIX = "DEVSTATE#"
 RECENT_IMPORTS_PK = "IMPORTS#RECENT"
+SWEEP_STATE_PK = "SWEEP#STATE"
+QUEUED_PREFIX = "QUEUED#"
 
 INDEX_AVAILABLE = "available"
 INDEX_BY_STATE = "by-state"
@@ -80,6 +85,14 @@ class Keys:
     @staticmethod
     def recent_imports() -> RawItem:
         return {PK: {"S": RECENT_IMPORTS_PK}, SK: {"S": "IMPORTS"}}
+
+    @staticmethod
+    def sweep_state() -> RawItem:
+        return {PK: {"S": SWEEP_STATE_PK}, SK: {"S": "SWEEP"}}
+
+    @staticmethod
+    def queued(device_id: str) -> RawItem:
+        return {PK: {"S": f"{QUEUED_PREFIX}{device_id}"}, SK: {"S": "QUEUED"}}
 
     @staticmethod
     def device_state_partition(state: str) -> str:

@@ -1,0 +1,74 @@
+"""Queued marks: which devices have a message in the assign queue that no worker has handled yet.
+
+One small item per device (``keys.Keys.queued``) with ``queued_at``, the time its message was
+sent. A mark is its own item, not an attribute of the device item: a device Tokenflow has never
+seen has no item yet, and the rules create it with a Put that requires it to be absent
+(``transactions.write_item``); an attribute on the device item would also race the rules' guarded
+writes for nothing. A handled mark stays as its key and device id (a few dozen bytes per device).
+
+- ``mark``: a conditional UpdateItem that sets ``queued_at`` only when no mark is there or the one
+  there is older than the window (its message was lost, or went to the dead-letter queue): True
+  means "send it now", False "a message for it is already waiting".
+- ``unmark``: the worker handled the message that carried ``queued_at`` (or the send failed):
+  the mark goes, but only if it is still that message's, so a worker holding an old message never
+  removes the mark of a newer one.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import ClientError
+
+from tokenflow.store.codec import to_item
+from tokenflow.store.keys import Keys
+from tokenflow.store.table import Table
+
+
+class QueueMarks:
+    def __init__(self, db: Table) -> None:
+        self.db = db
+
+    def mark(self, device_id: str, queued_at: str, stale_before: str) -> bool:
+        """Mark the device queued at ``queued_at``; False when a mark newer than ``stale_before`` is there."""
+        try:
+            self.db.call(
+                "UpdateItem",
+                TableName=self.db.name,
+                Key=Keys.queued(device_id),
+                ConditionExpression="attribute_not_exists(queued_at) OR queued_at < :stale",
+                UpdateExpression="SET queued_at = :at, device_id = :device",
+                ExpressionAttributeValues=to_item(
+                    {":stale": stale_before, ":at": queued_at, ":device": device_id}
+                ),
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def unmark(self, device_id: str, queued_at: str) -> bool:
+        """Remove the mark set at ``queued_at``; False when there is none, or a newer one."""
+        try:
+            self.db.call(
+                "UpdateItem",
+                TableName=self.db.name,
+                Key=Keys.queued(device_id),
+                ConditionExpression="queued_at = :at",
+                UpdateExpression="REMOVE queued_at",
+                ExpressionAttributeValues=to_item({":at": queued_at}),
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+    def queued_at(self, device_id: str) -> str | None:
+        """When the device's waiting message was sent (None: no mark)."""
+        item = self.db.get(Keys.queued(device_id))
+        value = item.get("queued_at") if item else None
+        return str(value) if value else None
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

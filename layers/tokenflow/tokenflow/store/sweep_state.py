@@ -1,0 +1,141 @@
+"""The sweep's lease and page cursor: one item (``keys.Keys.sweep_state``).
+
+- lease: ``lease_owner`` and ``lease_until`` (milliseconds since the epoch). A run takes it with a
+  conditional write that holds only when no lease is set or the one set has expired, so two sweeps
+  never list at once; a run that died (a Lambda timeout, a crash) leaves a lease that expires by
+  itself at the end of the time that run had, and the next run takes it over.
+- cursor: ``pass_id``, ``next_page`` (the first Particle page not yet handled), ``pages_done``,
+  ``started_at``. It is moved after every page, under the lease, so a run that stops (its time
+  budget, or an error) is continued from the page it had reached, never from page 1. A finished
+  pass is kept as ``last_pass_*`` and the cursor is removed: the next run starts a new pass.
+
+Every write is one UpdateItem on the one item (the sweep's role: dynamodb:UpdateItem on the table).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from tokenflow.store.codec import from_item, to_item
+from tokenflow.store.keys import Keys
+from tokenflow.store.table import Table
+
+
+@dataclass(frozen=True)
+class SweepCursor:
+    """Where the pass this run holds the lease for stands."""
+
+    pass_id: str
+    next_page: int
+    pages_done: int
+    started_at: str
+    # The owner of the expired lease this run took over (None: the lease was free).
+    took_over_from: str | None = None
+
+
+class SweepState:
+    def __init__(self, db: Table) -> None:
+        self.db = db
+
+    def acquire(
+        self, owner: str, now_ms: int, lease_ms: int, new_pass_id: str, now: str
+    ) -> SweepCursor | None:
+        """Take the lease until ``now_ms + lease_ms`` and answer the cursor (a new pass, page 1, when
+        none is under way); None when another run holds an unexpired lease."""
+        try:
+            answer = self.db.call(
+                "UpdateItem",
+                TableName=self.db.name,
+                Key=Keys.sweep_state(),
+                ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
+                UpdateExpression=(
+                    "SET lease_owner = :owner, lease_until = :until, "
+                    "pass_id = if_not_exists(pass_id, :pass), "
+                    "next_page = if_not_exists(next_page, :one), "
+                    "pages_done = if_not_exists(pages_done, :zero), "
+                    "started_at = if_not_exists(started_at, :at)"
+                ),
+                ExpressionAttributeValues=to_item(
+                    {
+                        ":now": now_ms,
+                        ":owner": owner,
+                        ":until": now_ms + lease_ms,
+                        ":pass": new_pass_id,
+                        ":one": 1,
+                        ":zero": 0,
+                        ":at": now,
+                    }
+                ),
+                ReturnValues="ALL_OLD",
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return None
+            raise
+        # The item as it was: what if_not_exists kept is its value, the rest is this run's default.
+        old = from_item(answer.get("Attributes") or {})
+        previous = old.get("lease_owner")  # released leases are removed: one still set had expired
+        return SweepCursor(
+            pass_id=str(old.get("pass_id", new_pass_id)),
+            next_page=int(old.get("next_page", 1)),
+            pages_done=int(old.get("pages_done", 0)),
+            started_at=str(old.get("started_at", now)),
+            took_over_from=str(previous) if previous else None,
+        )
+
+    def advance(self, owner: str, pass_id: str, next_page: int, devices: int, queued: int) -> bool:
+        """Record one page handled; False when this run no longer holds the lease (then it stops)."""
+        return self._update(
+            "SET next_page = :next ADD pages_done :one, devices_seen :devices, devices_queued :queued",
+            "lease_owner = :owner AND pass_id = :pass",
+            {
+                ":next": next_page,
+                ":one": 1,
+                ":devices": devices,
+                ":queued": queued,
+                ":owner": owner,
+                ":pass": pass_id,
+            },
+        )
+
+    def finish_pass(self, owner: str, pass_id: str, now: str) -> bool:
+        """The pass listed its last page: keep it as the last pass and drop the cursor."""
+        return self._update(
+            "SET last_pass_id = pass_id, last_pass_started_at = started_at, last_pass_finished_at = :now, "
+            "last_pass_pages = pages_done, last_pass_devices = if_not_exists(devices_seen, :zero), "
+            "last_pass_queued = if_not_exists(devices_queued, :zero) "
+            "REMOVE pass_id, next_page, pages_done, started_at, devices_seen, devices_queued",
+            "lease_owner = :owner AND pass_id = :pass",
+            {":now": now, ":zero": 0, ":owner": owner, ":pass": pass_id},
+        )
+
+    def release(self, owner: str) -> bool:
+        """Give the lease back (the cursor stays); False when it was no longer this run's."""
+        return self._update("REMOVE lease_owner, lease_until", "lease_owner = :owner", {":owner": owner})
+
+    def get(self) -> dict[str, Any] | None:
+        """The item as plain values (None: no sweep has run yet)."""
+        return self.db.get(Keys.sweep_state())
+
+    def _update(self, update: str, condition: str, values: dict[str, Any]) -> bool:
+        try:
+            self.db.call(
+                "UpdateItem",
+                TableName=self.db.name,
+                Key=Keys.sweep_state(),
+                ConditionExpression=condition,
+                UpdateExpression=update,
+                ExpressionAttributeValues=to_item(values),
+            )
+        except ClientError as exc:
+            if _condition_failed(exc):
+                return False
+            raise
+        return True
+
+
+def _condition_failed(exc: ClientError) -> bool:
+    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
