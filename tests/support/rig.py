@@ -15,12 +15,13 @@ import boto3
 from tests.conftest import TABLE
 from tests.support.invariants import check_invariants, check_ledgers
 from tests.support.moto_atomic import AtomicClient
+from tokenflow import wiring
 from tokenflow.assign_queue import AssignQueue
-from tokenflow.assignment import Assigner, AssignRequest, RetryLater
+from tokenflow.assignment import AssignRequest, RetryLater
 from tokenflow.device_status import format_status_data, parse_status_event
 from tokenflow.ingest import utc_now
-from tokenflow.lifecycle import Lifecycle
 from tokenflow.particle import ParticleClient
+from tokenflow.settings import Settings
 from tokenflow.store import NewToken, Store
 from tokenflow.tokens import fingerprint
 from tokenflow_local.particle_sim import ParticleSimulator
@@ -40,10 +41,15 @@ class Rig:
         self.particle = ParticleClient(
             sim.url, sim.access_token, sim.product, max_retries=2, backoff_base=0.01
         )
-        self.lifecycle = Lifecycle(
-            self.store, AssignQueue(self.queue_url, self.sqs), clock=utc_now, products=lambda: self.particle
+        # the functions' own graph, with the test's store (atomic requests), client and queue
+        graph = wiring.Services(
+            Settings(),
+            store=self.store,
+            particle=self.particle,
+            assign_queue=AssignQueue(self.queue_url, self.sqs),
         )
-        self.assigner = Assigner(self.store, self.particle, clock=utc_now)
+        self.lifecycle = graph.lifecycle()
+        self.assigner = graph.assigner()
         self.outcomes: Counter[str] = Counter()
         self.requests: list[AssignRequest] = []  # every request the workers took, in order
 
