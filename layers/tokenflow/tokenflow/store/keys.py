@@ -272,3 +272,29 @@ def is_device_listing_key(state: str, key: object) -> bool:
     if not all(isinstance(v, dict) and isinstance(v.get("S"), str) and len(v) == 1 for v in key.values()):
         return False
     return not key or key.get(BY_STATE_PK, {}).get("S") == Keys.device_state_partition(state)
+
+
+# ---- liveness (store/liveness.py): the Blynk verification pass's walk and its latest result -------
+
+LIVENESS_PK = "LIVENESS#STATE"
+
+
+def liveness_key() -> RawItem:
+    """The one item holding the verification pass's cursor, its partial counts and the counts of
+    its last complete walk over the confirmed devices (``LIVENESS#STATE`` / ``LIVENESS``)."""
+    return {PK: {"S": LIVENESS_PK}, SK: {"S": "LIVENESS"}}
+
+
+def is_liveness(item: Mapping[str, Any]) -> bool:
+    """Whether an item (plain values) is the liveness item."""
+    return item.get(PK) == LIVENESS_PK
+
+
+def device_listing_key(state: str, device_id: str) -> RawItem:
+    """Where the listing of devices in ``state`` resumes after ``device_id`` (an ``ExclusiveStartKey``
+    of the ``by-state`` index: the table's key and the index's key of that device's entry)."""
+    return {
+        **Keys.device(device_id),
+        BY_STATE_PK: {"S": Keys.device_state_partition(state)},
+        BY_STATE_SK: {"S": device_id},
+    }
