@@ -44,6 +44,9 @@ def summary(data: Mapping[str, Any]) -> str:
         *(f"  {state:<12}{count}" for state, count in data.get("devices", {}).items()),
         f"LOW STOCK     {yes_no(data.get('low_stock'))} (threshold {data.get('low_stock_threshold')})",
     ]
+    paused = data.get("paused")
+    if paused:  # the first thing an operator must fix: no device is served meanwhile
+        parts.append(f"PAUSED        since {when(paused.get('since'))}: {paused.get('reason')}")
     parts += liveness(data.get("liveness"))
     imports = data.get("recent_imports") or []
     parts.append("RECENT IMPORTS" + ("" if imports else "  none"))

@@ -6,27 +6,41 @@ would send: an S3 notification, a schedule tick, a batch of SQS messages (with r
 partial batch failures honoured as the SQS event source mapping honours them). ``AsyncFunction`` is
 Lambda's asynchronous invocation (a queue, retries, an OnFailure destination) and ``LambdaEndpoint``
 its Invoke API, which the functions' own ``lambda.invoke`` reaches through ``AWS_ENDPOINT_URL_LAMBDA``.
+
+Each invocation runs under its function's ``Timeout`` from template.yaml, as Lambda runs it: "The
+amount of time in seconds that Lambda allows a function to run before stopping it" (the Lambda API's
+FunctionConfiguration ``Timeout``, https://docs.aws.amazon.com/lambda/latest/api/API_FunctionConfiguration.html;
+a stopped invocation is logged as "Task timed out after N seconds" and counts as an error). The
+handler runs in a worker thread; when it is still running at its Timeout the invocation fails with
+``FunctionTimeout`` (an SQS batch returns to the queue whole, an asynchronous event is retried) and
+the thread is abandoned: Python cannot stop a thread, so what it does afterwards is the stand-in for
+work that Lambda would have cut off. The context answers the time left (``get_remaining_time_in_millis``)
+and the template's ``MemorySize``; the process's peak resident memory is logged with each overrun.
 """
 
 from __future__ import annotations
 
+import contextvars
 import importlib.util
 import json
 import logging
 import queue
 import re
+import resource as rusage
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 from urllib.parse import quote_plus, unquote
 
+from tokenflow_local import resources
 from tokenflow_local.processes import port_error
 
 log = logging.getLogger(__name__)
@@ -45,6 +59,8 @@ class LambdaContext:
     aws_request_id: str = ""
     invoked_function_arn: str = ""
     log_stream_name: str = "local"
+    timeout_s: float = 300.0
+    started: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
         self.aws_request_id = self.aws_request_id or str(uuid.uuid4())
@@ -54,7 +70,42 @@ class LambdaContext:
         )
 
     def get_remaining_time_in_millis(self) -> int:
-        return 300_000
+        return max(0, int((self.started + self.timeout_s - time.monotonic()) * 1000))
+
+
+class FunctionTimeout(Exception):
+    """The invocation ran past its function's Timeout (Lambda: "Task timed out after N seconds")."""
+
+
+# Lambda's defaults when neither the function nor the Globals set them (3 s, 128 MB).
+DEFAULT_TIMEOUT_S = 3.0
+DEFAULT_MEMORY_MB = 128
+
+
+@cache
+def function_limits() -> dict[str, tuple[float, int]]:
+    """Per function directory (functions/<name>): its Timeout in seconds and MemorySize in MB, from
+    template.yaml (the function's own, else the Globals', else Lambda's defaults)."""
+    doc = resources.template()
+    defaults = doc.get("Globals", {}).get("Function", {})
+    limits = {}
+    for logical_id, spec in doc["Resources"].items():
+        if spec.get("Type") != "AWS::Serverless::Function":
+            continue
+        props = spec.get("Properties", {})
+        timeout = props.get("Timeout", defaults.get("Timeout", DEFAULT_TIMEOUT_S))
+        memory = props.get("MemorySize", defaults.get("MemorySize", DEFAULT_MEMORY_MB))
+        limits[resources.function_dir(logical_id)] = (
+            float(timeout) if isinstance(timeout, int | float) else DEFAULT_TIMEOUT_S,
+            int(memory) if isinstance(memory, int) else DEFAULT_MEMORY_MB,
+        )
+    return limits
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB (Linux reports ru_maxrss in kilobytes). The local
+    stack runs every function in one process, so it bounds any one invocation's use from above."""
+    return rusage.getrusage(rusage.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def load_handler(name: str, *, fresh: bool = False, instance: str = "") -> ModuleType:
@@ -76,8 +127,39 @@ def load_handler(name: str, *, fresh: bool = False, instance: str = "") -> Modul
     return module
 
 
-def invoke(name: str, event: dict[str, Any], *, instance: str = "") -> Any:
-    return load_handler(name, instance=instance).lambda_handler(event, LambdaContext(function_name=name))
+def invoke(name: str, event: dict[str, Any], *, instance: str = "", timeout: float | None = None) -> Any:
+    """Run the handler of ``functions/<name>`` on ``event`` within its Timeout (``timeout``: another,
+    for tests); FunctionTimeout when it overruns, else its answer or its exception."""
+    handler = load_handler(name, instance=instance).lambda_handler
+    limit, memory = function_limits().get(name, (DEFAULT_TIMEOUT_S, DEFAULT_MEMORY_MB))
+    limit = limit if timeout is None else timeout
+    context = LambdaContext(function_name=name, memory_limit_in_mb=memory, timeout_s=limit)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["answer"] = handler(event, context)
+        except BaseException as exc:  # handed to the caller, as Lambda reports a function error
+            outcome["error"] = exc
+
+    # The caller's context variables go with it (what a test attributes its calls to).
+    thread = threading.Thread(
+        target=contextvars.copy_context().run, args=(run,), name=f"invoke-{name}", daemon=True
+    )
+    thread.start()
+    thread.join(limit)
+    if thread.is_alive():
+        log.error(
+            "%s: Task timed out after %.2f seconds (peak RSS of the process %.0f MB, MemorySize %d MB)",
+            name,
+            limit,
+            peak_rss_mb(),
+            memory,
+        )
+        raise FunctionTimeout(f"Task timed out after {limit:.2f} seconds")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("answer")
 
 
 def s3_put_event(bucket: str, key: str, size: int = 0) -> dict[str, Any]:
@@ -130,13 +212,22 @@ def sqs_event(queue_arn: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def poll_once(
-    sqs: Any, queue_url: str, function: str, *, batch_size: int = 10, retry_delay: int = 0, instance: str = ""
+    sqs: Any,
+    queue_url: str,
+    function: str,
+    *,
+    batch_size: int = 10,
+    retry_delay: int = 0,
+    instance: str = "",
+    timeout: float | None = None,
 ) -> int:
     """One poll of the SQS event source: receive a batch, invoke, delete what succeeded.
 
     Failed records (``batchItemFailures``, or all of them when the handler raised) become visible
-    again after ``retry_delay`` seconds, as the queue's visibility timeout would make them.
-    Returns the number of messages handled (0: the queue was empty).
+    again after ``retry_delay`` seconds, as the queue's visibility timeout would make them; except
+    those whose visibility the handler set itself (``ChangeMessageVisibility``: a device handed back
+    for a while), which keep it, as on AWS, where the event source mapping leaves a failed message's
+    visibility alone. Returns the number of messages handled (0: the queue was empty).
     """
     answer = sqs.receive_message(
         QueueUrl=queue_url, MaxNumberOfMessages=batch_size, AttributeNames=["All"], WaitTimeSeconds=0
@@ -145,11 +236,15 @@ def poll_once(
     if not messages:
         return 0
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    _watch_visibility_changes()
     try:
-        result = invoke(function, sqs_event(arn, messages), instance=instance) or {}
+        result = invoke(function, sqs_event(arn, messages), instance=instance, timeout=timeout) or {}
         failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
     except Exception:  # the whole batch returns to the queue, as with Lambda
         failed = {m["MessageId"] for m in messages}
+    with _handed_back_lock:
+        kept = {m["MessageId"] for m in messages if m["ReceiptHandle"] in _handed_back}
+        _handed_back.difference_update(m["ReceiptHandle"] for m in messages)
     done = [m for m in messages if m["MessageId"] not in failed]
     for start in range(0, len(done), 10):
         sqs.delete_message_batch(
@@ -160,11 +255,33 @@ def poll_once(
             ],
         )
     for m in messages:
-        if m["MessageId"] in failed:
+        if m["MessageId"] in failed and m["MessageId"] not in kept:
             sqs.change_message_visibility(
                 QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"], VisibilityTimeout=retry_delay
             )
     return len(messages)
+
+
+# Receipt handles whose visibility a function changed itself (seen through its SQS client).
+_handed_back: set[str] = set()
+_handed_back_lock = threading.Lock()
+
+
+def _note_visibility_change(params: dict[str, Any], **_: Any) -> None:
+    with _handed_back_lock:
+        _handed_back.add(str(params.get("ReceiptHandle")))
+
+
+def _watch_visibility_changes() -> None:
+    """Note every ChangeMessageVisibility the functions' shared SQS client sends (``tokenflow.aws``;
+    registered once per client, which tests and the stack make anew after switching endpoints)."""
+    from tokenflow import aws
+
+    aws.client("sqs").meta.events.register(
+        "provide-client-params.sqs.ChangeMessageVisibility",
+        _note_visibility_change,
+        unique_id="tokenflow-local-handed-back",
+    )
 
 
 def schedule_event() -> dict[str, Any]:

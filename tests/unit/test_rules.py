@@ -297,6 +297,46 @@ def test_ledger_failures_are_retried_only_when_retrying_can_help(category, count
     assert rules.ledger_failure(category, count, 5) == decision
 
 
+@pytest.mark.parametrize("count", [1, 5])
+def test_a_configuration_error_stops_the_batch_whatever_the_attempt(count):
+    assert rules.ledger_failure("config", count, 5) == "stop-batch"
+
+
+@pytest.mark.parametrize(
+    ("status", "probe", "stack_wide"),
+    [
+        (401, None, True),  # the access token: every device alike
+        (403, None, True),  # a missing scope on the product or its Ledger
+        (404, 404, True),  # the Ledger's instance listing is missing too: the definition is gone
+        (404, 403, True),
+        (404, None, False),  # the Ledger answered: the 404 was this device's (left the product)
+        (400, None, False),
+        (429, None, False),
+        (500, None, False),
+        (None, None, False),  # a timeout or a dropped connection
+    ],
+)
+def test_only_refusals_that_hold_for_every_device_are_configuration_errors(status, probe, stack_wide):
+    reason = rules.configuration_error(status, ledger_probe_status=probe)
+    assert (reason is not None) == stack_wide
+    if reason:
+        assert str(probe or status) in reason
+
+
+@pytest.mark.parametrize(
+    ("wait", "delay"),
+    [
+        (600, 600),  # a Retry-After past the budget: back to the queue for as long
+        (0, 1),  # at least a second
+        (0.2, 1),
+        (12.5, 13),  # whole seconds, rounded up: never earlier than asked
+        (99_999, 43_200),  # SQS's largest visibility timeout
+    ],
+)
+def test_a_wait_that_outlives_the_invocation_becomes_the_message_visibility_delay(wait, delay):
+    assert rules.visibility_delay(wait) == delay
+
+
 def test_confirm_from_pending_records_the_delivery_it_never_saw():
     plan = rules.confirm(device(A, "pending", T), NOW)
     assert states(plan) == {("device", A): ("pending", "confirmed"), ("token", T): ("assigned", "confirmed")}

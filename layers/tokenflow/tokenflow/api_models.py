@@ -50,12 +50,20 @@ class Liveness(BaseModel):
     as_of: str | None = Field(None, description="When the walk finished")
 
 
+class Pause(BaseModel):
+    """Assignment is paused stack-wide: Particle said the configuration is wrong."""
+
+    reason: str = Field(description="What Particle refused, e.g. the access token (401)")
+    since: str = Field(description="When the pause began")
+
+
 class Summary(BaseModel):
     tokens: dict[str, int] = Field(description="Tokens per state")
     devices: dict[str, int] = Field(description="Devices per state")
     low_stock: bool = Field(description="Fewer available tokens than the low-stock threshold")
     low_stock_threshold: int
     recent_imports: list[ImportBrief]
+    paused: Pause | None = Field(None, description="Set while assignment is paused (null: running)")
     liveness: Liveness | None = Field(
         None, description="Confirmed vs live in Blynk (null before the first walk)"
     )

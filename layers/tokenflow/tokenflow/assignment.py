@@ -23,7 +23,15 @@ from typing import Any, Protocol
 from tokenflow import rules
 from tokenflow.model import Changed, TokenRef
 from tokenflow.observability import logger, metrics
-from tokenflow.particle import DEVICE_ID_RE, ParticleAuthError, ParticleError, ParticleUnavailable
+from tokenflow.particle import (
+    DEVICE_ID_RE,
+    ParticleAuthError,
+    ParticleBusy,
+    ParticleError,
+    ParticleForbidden,
+    ParticleNotFound,
+    ParticleUnavailable,
+)
 from tokenflow.store import Store
 from tokenflow.tokens import fingerprint, mask
 
@@ -69,8 +77,27 @@ class RetryLater(Exception):
     """The request could not be completed now; its message must come back (SQS retry, then the DLQ)."""
 
 
-class AuthFailure(RetryLater):
-    """Particle refused the access token: every further call in this batch would fail the same way."""
+class Deferred(RetryLater):
+    """The request must wait longer than this invocation has left (a large ``Retry-After``, the rate
+    limit's turn): its message goes back to the queue, invisible for ``delay`` seconds."""
+
+    def __init__(self, message: str, delay: int) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class Paused(RetryLater):
+    """Particle said the stack's configuration is wrong (``reason``): every further call would fail
+    the same way for every device, so the stack pauses (``tokenflow.breaker``) and the device stays
+    as it is."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class AuthFailure(Paused):
+    """Particle refused the access token (401)."""
 
 
 class Assigner:
@@ -190,6 +217,7 @@ class Assigner:
         try:
             self.ledger.set_ledger_token(device_id, token)
         except ParticleError as exc:
+            self._stop_if_stack_wide(exc)
             return self._delivery_failed(device_id, token_tid, exc, receive_count)
         metrics.add_metric(name="LedgerWrites", unit="Count", value=1)
         now = self.clock()
@@ -204,10 +232,6 @@ class Assigner:
         category = _category(exc)
         decision = rules.ledger_failure(category, receive_count, self.max_attempts)
         error = _describe(exc)
-        if decision == "stop-batch":
-            metrics.add_metric(name="ParticleAuthFailures", unit="Count", value=1)
-            logger.error("Particle refused the access token", extra={"device_id": device_id})
-            raise AuthFailure("Particle refused the access token (401)") from None
         metrics.add_metric(name="LedgerWriteFailures", unit="Count", value=1)
         now = self.clock()
         if decision == "retry":
@@ -233,10 +257,8 @@ class Assigner:
         token = self.store.get_token_secret(device["token_id"])
         try:
             self.ledger.set_ledger_token(device_id, token)
-        except ParticleAuthError:
-            metrics.add_metric(name="ParticleAuthFailures", unit="Count", value=1)
-            raise AuthFailure("Particle refused the access token (401)") from None
         except ParticleError as exc:
+            self._stop_if_stack_wide(exc)
             raise RetryLater(_describe(exc)) from None
         metrics.add_metric(name="LedgerRewrites", unit="Count", value=1)
         self.store.note_redelivery(device_id, device["token_id"], self.clock())
@@ -268,11 +290,9 @@ class Assigner:
         try:
             self.ledger.clear_ledger_token(device_id, reason)
         except ParticleError as exc:
+            self._stop_if_stack_wide(exc)
             category = _category(exc)
             decision = rules.ledger_failure(category, receive_count, self.max_attempts)
-            if decision == "stop-batch":
-                metrics.add_metric(name="ParticleAuthFailures", unit="Count", value=1)
-                raise AuthFailure("Particle refused the access token (401)") from None
             error = _describe(exc)
             self.store.note_clear_attempt(device_id, error, self.clock())
             final = decision == "fail"
@@ -284,6 +304,38 @@ class Assigner:
             # The device stays clearing (visible in the API); the message is retried, then the sweep
             # queues the device again.
             raise RetryLater(error) from None
+
+    # ---- failures that are not this device's --------------------------------------------------
+
+    def _stop_if_stack_wide(self, exc: ParticleError) -> None:
+        """Raise Deferred when the call must wait past this invocation's time, Paused when Particle
+        says the configuration is wrong; return when the failure is this device's own."""
+        if isinstance(exc, ParticleBusy):
+            metrics.add_metric(name="AssignDeferred", unit="Count", value=1)
+            raise Deferred(_describe(exc), rules.visibility_delay(exc.retry_after)) from None
+        status = _status(exc)
+        probe = self._probe_ledger() if status == 404 else None
+        reason = rules.configuration_error(status, ledger_probe_status=probe)
+        if reason is None:
+            return
+        if status == 401:
+            metrics.add_metric(name="ParticleAuthFailures", unit="Count", value=1)
+            logger.error("Particle refused the access token")
+            raise AuthFailure(reason) from None
+        logger.error("Particle says the configuration is wrong", extra={"reason": reason})
+        raise Paused(reason) from None
+
+    def _probe_ledger(self) -> int | None:
+        """After a 404 on a device's instance: the status of listing the Ledger's instances (one
+        page of one), or None when it answered (the Ledger is there: the 404 was the device's)."""
+        lister = getattr(self.ledger, "list_ledger_instances", None)
+        if lister is None:  # a writer that cannot list: the 404 is taken as the device's
+            return None
+        try:
+            next(iter(lister(per_page=1)), None)
+        except ParticleError as exc:
+            return _status(exc)
+        return None
 
 
 CLEARED = ""  # what _Wrote carries when the cleared state was written
@@ -304,6 +356,14 @@ def _category(exc: ParticleError) -> str:
     if isinstance(exc, ParticleUnavailable):
         return "unavailable"
     return "refused"
+
+
+def _status(exc: ParticleError) -> int | None:
+    """The HTTP status of a Particle error, from its type when it carries none."""
+    for kind, status in ((ParticleAuthError, 401), (ParticleForbidden, 403), (ParticleNotFound, 404)):
+        if isinstance(exc, kind):
+            return exc.status or status
+    return exc.status
 
 
 def _describe(exc: ParticleError) -> str:

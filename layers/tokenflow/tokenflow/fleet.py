@@ -165,6 +165,7 @@ class Fleet:
             "low_stock": available < self.low_stock_threshold,
             "low_stock_threshold": self.low_stock_threshold,
             "recent_imports": counts["recent_imports"],
+            "paused": counts.get("paused"),  # tokenflow.breaker; read with the counters
             "liveness": liveness.summary_block(counts.get("liveness")),
         }
 

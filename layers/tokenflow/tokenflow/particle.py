@@ -33,6 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -84,6 +85,16 @@ class ParticleNotFound(ParticleError):
 
 class ParticleUnavailable(ParticleError):
     """429, 408, 5xx, timeout or connection error, after the retries: try again later."""
+
+
+class ParticleBusy(ParticleUnavailable):
+    """The wait before the next attempt (a backoff, a ``Retry-After``, the shared pause or the rate
+    limit's turn) would outlive the caller's deadline (``ParticleClient.deadline``): nothing was
+    slept; ``retry_after`` is the wait in seconds, for the caller to come back after it."""
+
+    def __init__(self, message: str, status: int | None = None, *, retry_after: float) -> None:
+        super().__init__(message, status)
+        self.retry_after = retry_after
 
 
 _ERRORS_BY_STATUS: dict[int, type[ParticleError]] = {
@@ -192,6 +203,30 @@ class ParticleClient:
         self.rate_limit = rate_limit
         self._sent_at: deque[list[float]] = deque(maxlen=rate_limit[0] if rate_limit else 1)
         self._paused_until = 0.0
+        # When the cloud's last Retry-After ends, uncapped: a caller with a deadline before it gives
+        # up at once (ParticleBusy) rather than sleep the capped pause only to meet another 429.
+        self._busy_until = 0.0
+        # Per thread: each worker thread serves its own invocation, with its own time left.
+        self._budget = threading.local()
+
+    @contextmanager
+    def deadline(self, at: float | None) -> Iterator[None]:
+        """Within this block (this thread only), never wait past ``at`` (``time.monotonic()``
+        seconds): a retry whose wait would end later raises ``ParticleBusy`` instead of sleeping.
+        None: no deadline. A Lambda invocation that overruns its Timeout is stopped and its batch
+        lost, so the caller passes its remaining time less a margin for one request."""
+        previous = getattr(self._budget, "at", None)
+        self._budget.at = at
+        try:
+            yield
+        finally:
+            self._budget.at = previous
+
+    def _check_wait(self, wait: float, what: str, status: int | None = None) -> None:
+        """Raise ParticleBusy when waiting ``wait`` seconds from now would pass this thread's deadline."""
+        at: float | None = getattr(self._budget, "at", None)
+        if at is not None and time.monotonic() + wait > at:
+            raise ParticleBusy(f"{what}: retry later, after {wait:.0f} s", status, retry_after=wait)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ParticleClient:
@@ -320,6 +355,9 @@ class ParticleClient:
                 if len(self._sent_at) == limit:
                     # A little margin: the cloud sees each request a little after it was sent.
                     at = max(at, self._sent_at[0][0] + window * 1.01 + 0.05)
+            # Before booking a turn: a request that will not be sent must not hold one.
+            self._check_wait(max(at, self._busy_until) - now, "Particle asked to wait")
+            if self.rate_limit:
                 slot[0] = at
                 self._sent_at.append(slot)
         if at > now:
@@ -353,12 +391,19 @@ class ParticleClient:
                 wait = _retry_after(response)
                 if wait is not None:  # the cloud said when; earlier only earns more 429s, for every thread
                     with self._lock:
-                        until = time.monotonic() + min(self.retry_after_cap, wait)
-                        self._paused_until = max(self._paused_until, until)
+                        now = time.monotonic()
+                        self._paused_until = max(self._paused_until, now + min(self.retry_after_cap, wait))
+                        self._busy_until = max(self._busy_until, now + wait)
+                    # Uncapped here: retrying before the cloud's own time only earns another 429.
+                    self._check_wait(
+                        wait, f"{method} {_route(path)} answered {response.status_code}", failure.status
+                    )
             if attempt == self.max_retries:
                 raise failure
             if wait is None:  # exponential backoff with full jitter: parallel workers spread out
-                self.sleep(min(self.backoff_cap, self.backoff_base * 2**attempt) * self.rng.random())
+                backoff = min(self.backoff_cap, self.backoff_base * 2**attempt) * self.rng.random()
+                self._check_wait(backoff, str(failure), failure.status)
+                self.sleep(backoff)
             # else the next _pace() waits for the pause
         raise AssertionError("unreachable")
 

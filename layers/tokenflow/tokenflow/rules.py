@@ -18,6 +18,7 @@ Rules about tokens leaving a device:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -132,14 +133,52 @@ def ledger_failure(category: str, receive_count: int, max_attempts: int) -> str:
     """What a failed Ledger write means for the request.
 
     ``category`` is the Particle client's: ``auth`` (401: the access token is bad, every further call
-    fails the same way), ``unavailable`` (429, 5xx, timeouts: try again) or ``refused`` (400/403/404:
-    retrying will not help; an operator must look). Answers ``stop-batch``, ``retry`` or ``fail``.
+    fails the same way), ``config`` (a 403, or a 404 that ``configuration_error`` found to be about
+    the Ledger rather than the device: the stack's configuration is wrong), ``unavailable`` (429, 5xx,
+    timeouts: try again) or ``refused`` (400, a device's own 404: retrying will not help; an operator
+    must look). Answers ``stop-batch`` (the stack pauses, see ``tokenflow.breaker``), ``retry`` or
+    ``fail``.
     """
-    if category == "auth":
+    if category in ("auth", "config"):
         return "stop-batch"
     if category == "unavailable":
         return "fail" if receive_count >= max_attempts else "retry"
     return "fail"
+
+
+# SQS accepts a visibility timeout of at most 12 hours (ChangeMessageVisibility, "VisibilityTimeout":
+# 0 to 43,200 seconds, https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ChangeMessageVisibility.html).
+MAX_VISIBILITY_SECONDS = 43_200
+
+
+def configuration_error(status: int | None, *, ledger_probe_status: int | None = None) -> str | None:
+    """Whether Particle's refusal says the stack's configuration is wrong, and why; None when it is
+    about this one device (or not a refusal at all).
+
+    - 401: the access token is invalid or expired, for every device alike;
+    - 403: the token lacks a scope for the product or its Ledger, for every device alike;
+    - 404 on a device's Ledger instance is ambiguous: the device may have left the product or org
+      (this device only), or the Ledger definition (or org) is missing (every device). The caller
+      lists the Ledger's instances once (``ledger_probe_status``): a 404 there too means the Ledger
+      itself is missing; an answer means the 404 was about the device.
+    """
+    if status == 401:
+        return "Particle refused the access token (401)"
+    if status == 403:
+        return "Particle denied the access token the product or its Ledger (403)"
+    if status == 404 and ledger_probe_status in (401, 403, 404):
+        return f"the Ledger definition (or its org) is missing or out of reach ({ledger_probe_status})"
+    return None
+
+
+def visibility_delay(wait_seconds: float) -> int:
+    """How long a request waits in the queue when the wait asked of it (a ``Retry-After``, the rate
+    limit's turn) outlives the time its invocation has left: the message's visibility timeout, in
+    whole seconds rounded up (never earlier than asked), at least 1 s, at most the 12 hours SQS
+    allows. A wait that fits is slept through instead (the Particle client's deadline decides);
+    one that does not would end as a Lambda timeout that loses the whole batch."""
+    seconds = math.ceil(max(0.0, wait_seconds))
+    return max(1, min(MAX_VISIBILITY_SECONDS, seconds))
 
 
 # ---- the device's own word -------------------------------------------------------------------------

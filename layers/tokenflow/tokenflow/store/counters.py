@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from tokenflow.model import DEVICE_STATES, TOKEN_STATES
-from tokenflow.store import imports
-from tokenflow.store.keys import Keys, is_liveness, is_recent_imports, liveness_key
+from tokenflow.store import imports, pause
+from tokenflow.store.keys import Keys, is_liveness, is_pause, is_recent_imports, liveness_key
 from tokenflow.store.shapes import PlainItem, Request
 from tokenflow.store.table import Table
 
@@ -43,13 +43,22 @@ def counter_update(db: Table, deltas: Mapping[str, int], shard: int | None = Non
 
 def summary(db: Table) -> dict[str, Any]:
     """Every counter shard and the recent imports in one BatchGetItem, summed; the same read brings
-    the liveness item's ``latest`` (the last Blynk verification walk, store/liveness.py) or None."""
-    keys = [Keys.stats(n) for n in range(STATS_SHARDS)] + [Keys.recent_imports(), liveness_key()]
+    the liveness item's ``latest`` (the last Blynk verification walk, store/liveness.py) or None, and
+    assignment's pause (store/pause.py) or None."""
+    keys = [Keys.stats(n) for n in range(STATS_SHARDS)] + [
+        Keys.recent_imports(),
+        liveness_key(),
+        Keys.pause(),
+    ]
     tokens = dict.fromkeys(TOKEN_STATES, 0)
     devices = dict.fromkeys(DEVICE_STATES, 0)
     recent: list[PlainItem] = []
     latest_liveness: PlainItem | None = None
+    paused: dict[str, str] | None = None  # assignment's pause (store/pause.py), if any
     for item in db.batch_get(keys):
+        if is_pause(item):
+            paused = pause.pause_of(item)
+            continue
         if is_liveness(item):
             latest_liveness = item.get("latest")
             continue
@@ -65,4 +74,5 @@ def summary(db: Table) -> dict[str, Any]:
         "devices": devices,
         "recent_imports": recent[: imports.RECENT_IMPORTS_KEPT],
         "liveness": latest_liveness,
+        "paused": paused,
     }

@@ -87,6 +87,11 @@ class Keys:
         return {PK: {"S": RECENT_IMPORTS_PK}, SK: {"S": "IMPORTS"}}
 
     @staticmethod
+    def pause() -> RawItem:
+        """The stack-wide pause of assignment (one item: ``STACK#PAUSE`` / ``PAUSE``)."""
+        return {PK: {"S": "STACK#PAUSE"}, SK: {"S": "PAUSE"}}
+
+    @staticmethod
     def sweep_state() -> RawItem:
         return {PK: {"S": SWEEP_STATE_PK}, SK: {"S": "SWEEP"}}
 
@@ -247,6 +252,11 @@ def device_id_of_listing_entry(item: Mapping[str, Any]) -> str:
 def is_recent_imports(item: Mapping[str, Any]) -> bool:
     """Whether an item (plain values) is the recent-imports list."""
     return item.get(PK) == RECENT_IMPORTS_PK
+
+
+def is_pause(item: Mapping[str, Any]) -> bool:
+    """Whether an item (plain values) is the pause of assignment."""
+    return item.get(PK) == Keys.pause()[PK]["S"]
 
 
 def without_key(item: Mapping[str, Any]) -> dict[str, Any]:
