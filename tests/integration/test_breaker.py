@@ -116,3 +116,13 @@ def test_a_device_specific_404_fails_only_that_device_and_does_not_pause(stack):
     assert store.get_device(gone)["state"] == "failed"
     assert {store.get_device(d)["state"] for d in others} == {"delivered"}
     check_invariants(store)
+
+
+def test_a_403_on_the_ledger_write_pauses_the_stack_without_failing_the_device(stack):
+    sim, store = stack["sim"], stack["store"]
+    sweep_queues(stack, 2)
+    sim.set_faults(error_rate=1.0, error_statuses=(403,))  # the token lost a scope
+    with pytest.raises(BatchProcessingError):
+        invoke("assign", sqs_event(ARN, receive_all(stack)))
+    assert "403" in summary(stack)["paused"]["reason"]
+    assert check_invariants(store)["devices"] == {"pending": 1}
