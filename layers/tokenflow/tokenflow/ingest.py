@@ -23,6 +23,10 @@ over after ``claim_wait_seconds``: kept well under the function's timeout, so a 
 finish the import; a live import slower than that may then run twice, which stores each token once
 all the same (``Store.add_tokens``) and only splits the counts between two reports.
 
+A retry after a timeout continues where the stopped attempt left off: every transaction of tokens
+also records in the import record how many of the file's tokens are stored (``Store.add_tokens``
+with ``checkpoint_at``), and the next attempt skips that many (they are parsed again, not written).
+
 Object keys and the reader's summary go through ``tokens.redact`` before they reach a report, the
 import record, a destination key or a log line: an operator may name an upload after a token.
 """
@@ -45,13 +49,16 @@ from tokenflow import aws
 from tokenflow.export import ExportReader, ExportRejected, Limits
 from tokenflow.observability import logger, metrics
 from tokenflow.store import NewToken, Store
+from tokenflow.store.imports import Checkpoint
+from tokenflow.store.tokens import TOKENS_PER_CHECKPOINTED_TRANSACTION
 from tokenflow.tokens import redact
 from tokenflow.wiring import utc_now as utc_now  # the default clock, still importable from here
 
 INCOMING_PREFIX = "incoming/"
 PROCESSED_PREFIX = "processed/"
 REJECTED_PREFIX = "rejected/"
-WRITE_BATCH = 99  # tokens per TransactWriteItems, with one counter shard: 100 items
+# Tokens per TransactWriteItems, with one counter shard and the import's checkpoint: 100 items.
+WRITE_BATCH = TOKENS_PER_CHECKPOINTED_TRANSACTION
 REPORT_PROBLEMS_KEPT = 1000  # rows listed in a report; the count is always complete
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 FINISHED = frozenset({"processed", "rejected"})
@@ -149,7 +156,7 @@ class Importer:
         report["status"] = "processed"
         if not self._claim(key, sha256, report):
             return None
-        added, known = self._store_tokens(reader, sha256)
+        added, known = self._store_tokens(reader, sha256, Checkpoint.of(previous))
         summary = _redacted(reader.summary())
         problems = summary.pop("problems", [])
         report.update(summary)
@@ -192,20 +199,37 @@ class Importer:
         body.close()
         return data
 
-    def _store_tokens(self, reader: ExportReader, import_id: str) -> tuple[int, int]:
-        added = known = 0
+    def _store_tokens(self, reader: ExportReader, import_id: str, checkpoint: Checkpoint) -> tuple[int, int]:
+        """Store the file's tokens from its checkpoint on; (added, already known) in all attempts."""
+        added, known = checkpoint.added, checkpoint.known
+        if checkpoint.tokens:
+            logger.info(
+                "Continuing an import from its checkpoint",
+                extra={
+                    "import_id": import_id,
+                    "tokens_stored": checkpoint.tokens,
+                    "chunks": checkpoint.chunks,
+                },
+            )
         now = self.clock()
+        position = 0  # tokens of the file passed so far, in the file's order
         for batch in reader.batches(WRITE_BATCH):
+            skip = min(len(batch), max(0, checkpoint.tokens - position))
+            position += skip
+            if skip == len(batch):
+                continue
             result = self.store.add_tokens(
                 [
                     NewToken(
                         token=t.token, qr_token=t.qr_token, metadata=t.metadata, qr_png=t.qr_png, row=t.row
                     )
-                    for t in batch
+                    for t in batch[skip:]
                 ],
                 import_id=import_id,
                 now=now,
+                checkpoint_at=position,
             )
+            position += len(batch) - skip
             added += len(result.added)
             known += len(result.known)
         return added, known

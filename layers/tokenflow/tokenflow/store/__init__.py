@@ -107,9 +107,12 @@ class Store:
 
     # ---- tokens --------------------------------------------------------------------------------
 
-    def add_tokens(self, tokens: Sequence[NewToken], import_id: str, now: str) -> AddTokensResult:
-        """Store tokens that are not stored yet; never touch one that is (whatever its state)."""
-        return _tokens.add_tokens(self.db, tokens, import_id, now)
+    def add_tokens(
+        self, tokens: Sequence[NewToken], import_id: str, now: str, *, checkpoint_at: int | None = None
+    ) -> AddTokensResult:
+        """Store tokens that are not stored yet; never touch one that is (whatever its state).
+        With ``checkpoint_at``, each transaction also records the import's checkpoint."""
+        return _tokens.add_tokens(self.db, tokens, import_id, now, checkpoint_at=checkpoint_at)
 
     def get_token(self, tid: str, *, with_image: bool = False) -> PlainItem | None:
         return _tokens.get_token(self.db, tid, with_image=with_image)

@@ -3,11 +3,17 @@ the summary shows.
 
 An import is claimed (``begin_import``), then finished with its outcome (``finish_import``), which
 also lists it among the recent ones; ``list_imports`` pages through all of them, newest first.
+
+While its tokens are stored, the import record keeps a checkpoint (``checkpoint_update``, written
+in the same transaction as each chunk of tokens): how many of the file's tokens are stored, in the
+order the file lists them, in how many chunks, and how many of them were added or already known.
+An attempt that stopped (a Lambda timeout) is continued from there by the next one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -15,15 +21,68 @@ from botocore.exceptions import ClientError
 from tokenflow.store import keys
 from tokenflow.store.codec import from_item, to_item
 from tokenflow.store.keys import Keys
-from tokenflow.store.shapes import PlainItem, RawItem
+from tokenflow.store.shapes import PlainItem, RawItem, Request
 from tokenflow.store.table import Table
 
 # The summary shows this many; the list item is trimmed back to it when it has grown to twice that.
 RECENT_IMPORTS_KEPT = 10
 
 
+# Checkpoint attributes of an import record.
+CHECKPOINT_TOKENS = "checkpoint_tokens"  # the first this-many tokens of the file are stored
+CHECKPOINT_CHUNKS = "checkpoint_chunks"  # transactions that stored them
+CHECKPOINT_ADDED = "checkpoint_added"  # of them, new tokens
+CHECKPOINT_KNOWN = "checkpoint_known"  # of them, tokens stored already (by another import)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where the storing of an import's tokens stands (all zero: nothing stored yet)."""
+
+    tokens: int = 0
+    chunks: int = 0
+    added: int = 0
+    known: int = 0
+
+    @staticmethod
+    def of(record: Mapping[str, Any] | None) -> Checkpoint:
+        """The checkpoint an import record holds."""
+        record = record or {}
+        return Checkpoint(
+            tokens=int(record.get(CHECKPOINT_TOKENS, 0)),
+            chunks=int(record.get(CHECKPOINT_CHUNKS, 0)),
+            added=int(record.get(CHECKPOINT_ADDED, 0)),
+            known=int(record.get(CHECKPOINT_KNOWN, 0)),
+        )
+
+
 def get_import(db: Table, sha256: str) -> PlainItem | None:
     return db.get(Keys.import_(sha256))
+
+
+def checkpoint_update(db: Table, sha256: str, stored: int, added: int, known: int) -> Request:
+    """The transaction item that records, with a chunk of tokens, that the file's first ``stored``
+    tokens are stored, ``added`` + ``known`` of them by this chunk.
+
+    ``stored`` is set, not added: each attempt walks the file in the same order, so any value an
+    attempt writes is true (every token before it is stored), even when two attempts overlap.
+    """
+    return {
+        "Update": {
+            "TableName": db.name,
+            "Key": Keys.import_(sha256),
+            "UpdateExpression": "SET #tokens = :stored ADD #chunks :one, #added :added, #known :known",
+            "ExpressionAttributeNames": {
+                "#tokens": CHECKPOINT_TOKENS,
+                "#chunks": CHECKPOINT_CHUNKS,
+                "#added": CHECKPOINT_ADDED,
+                "#known": CHECKPOINT_KNOWN,
+            },
+            "ExpressionAttributeValues": to_item(
+                {":stored": stored, ":one": 1, ":added": added, ":known": known}
+            ),
+        }
+    }
 
 
 def begin_import(db: Table, sha256: str, source_key: str, size: int, now: str) -> None:
@@ -81,11 +140,14 @@ def finish_import(db: Table, sha256: str, summary: Mapping[str, Any], now: str) 
 
 
 def _add_recent_import(db: Table, sha256: str, brief: Mapping[str, Any]) -> None:
+    """List an import among the recent ones, keeping the list bounded on every write: the update
+    answers the list as it now is, and once it holds twice ``RECENT_IMPORTS_KEPT`` the older half
+    is removed (one more write per ``RECENT_IMPORTS_KEPT`` imports, no extra read)."""
     # One SET cannot both create the map and set a key inside it (overlapping paths), so the
     # first import ever creates the map, and a lost race with another first import retries.
     for _ in range(3):
         try:
-            db.call(
+            answer = db.call(
                 "UpdateItem",
                 TableName=db.name,
                 Key=Keys.recent_imports(),
@@ -93,7 +155,9 @@ def _add_recent_import(db: Table, sha256: str, brief: Mapping[str, Any]) -> None
                 ConditionExpression="attribute_exists(#imports)",
                 ExpressionAttributeNames={"#imports": "imports", "#id": sha256},
                 ExpressionAttributeValues=to_item({":brief": dict(brief)}),
+                ReturnValues="ALL_NEW",
             )
+            _trim(db, from_item(answer.get("Attributes", {})))
             return
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
@@ -120,12 +184,16 @@ def newest_first(recent: Mapping[str, Any]) -> list[PlainItem]:
 
 
 def trim_recent_imports(db: Table) -> None:
-    """Keep the recent-imports item small: drop all but the newest entries (rarely needed)."""
+    """Keep the recent-imports item small: drop all but the newest entries (every import does it
+    as it lists itself; this reads the item to do it on its own)."""
     item = db.call("GetItem", TableName=db.name, Key=Keys.recent_imports()).get("Item")
-    if not item:
-        return
-    recent = from_item(item)
-    if len(recent.get("imports", {})) <= RECENT_IMPORTS_KEPT * 2:
+    if item:
+        _trim(db, from_item(item))
+
+
+def _trim(db: Table, recent: Mapping[str, Any]) -> None:
+    """Remove all but the newest ``RECENT_IMPORTS_KEPT`` entries once there are twice as many."""
+    if len(recent.get("imports", {})) < RECENT_IMPORTS_KEPT * 2:
         return
     stale = [i["id"] for i in newest_first(recent)[RECENT_IMPORTS_KEPT:]]
     names = {f"#s{n}": sid for n, sid in enumerate(stale)}

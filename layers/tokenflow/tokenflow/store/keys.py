@@ -16,8 +16,12 @@ One table, composite key ``pk``/``sk``:
 
 Indexes (sparse, so each holds only the items that carry its key; template.yaml defines them and
 the test above checks that the names here are the template's):
-- ``available``: ``apk``/``ask`` on available tokens only; ``ask`` is random, so workers that start
-  their query at a random point do not all fight over the same token. Projects the key and the token.
+- ``available``: ``apk``/``ask`` on available tokens only; ``apk`` is one of ``AVAILABLE_SHARDS``
+  partitions (``AVAILABLE#<n>``, drawn at random per token) so that claims are not bound to the
+  throughput of one index partition, and ``ask`` is random, so either end of a shard is a random
+  token. Tokens stored before the shards carry the single ``AVAILABLE`` partition: claims query it
+  as one more shard, so they need no migration (and a token returned to stock moves to a shard).
+  Projects the key and the token.
 - ``by-state``: ``gsi1pk``/``gsi1sk``: devices by state (``DEVSTATE#<state>``, sorted by device id)
   and imports by time (``IMPORTS``, sorted by ``<started at>#<sha256>``). Keys only.
 - ``by-qr``: ``qr_token``: which token a QR code belongs to. Keys only.
@@ -57,7 +61,13 @@ AVAILABLE_SK = "ask"
 BY_STATE_PK = "gsi1pk"
 BY_STATE_SK = "gsi1sk"
 BY_QR_PK = "qr_token"  # the token's own QR token attribute is the index key
+# The partition every available token had before the shards; still queried (see the docstring).
 AVAILABLE_PARTITION = "AVAILABLE"
+# Shards of the ``available`` index. Each GSI partition has its own write and read throughput
+# (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-partition-key-sharding.html:
+# "write sharding" by a random suffix); 8 spreads the claims of a fleet's workers, while a claim
+# whose shard is empty costs one more query per shard it falls back to.
+AVAILABLE_SHARDS = 8
 IMPORTS_PARTITION = "IMPORTS"
 # The token state whose tokens the sparse ``available`` index holds.
 _AVAILABLE_STATE = "available"
@@ -123,9 +133,15 @@ def random_sort_key(rng: random.Random) -> str:
 # ---- index entries: the attributes that put an item in (or take it out of) an index ------------
 
 
+def available_partition(shard: int) -> str:
+    """The ``available`` index partition of one shard."""
+    return f"{AVAILABLE_PARTITION}#{shard}"
+
+
 def available_entry(rng: random.Random) -> dict[str, str]:
-    """Attributes of a token in the ``available`` index, at a random place in it."""
-    return {AVAILABLE_PK: AVAILABLE_PARTITION, AVAILABLE_SK: random_sort_key(rng)}
+    """Attributes of a token in the ``available`` index: a random shard, a random place in it."""
+    shard = rng.randrange(AVAILABLE_SHARDS)
+    return {AVAILABLE_PK: available_partition(shard), AVAILABLE_SK: random_sort_key(rng)}
 
 
 def token_index_change(before: str | None, after: str | None, rng: random.Random) -> dict[str, Any]:
@@ -158,19 +174,19 @@ def import_listing_sort_key(started_at: str, sha256: str) -> str:
 # ---- queries -------------------------------------------------------------------------------------
 
 
-def available_queries(start: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The two halves of the ``available`` index around ``start``: from it to the end, then the
-    part before it (``IndexName``, ``KeyConditionExpression`` and values of each Query)."""
-    values = {":p": {"S": AVAILABLE_PARTITION}, ":s": {"S": start}}
+def available_partitions() -> list[str]:
+    """Every shard's partition of the ``available`` index, in shard order."""
+    return [available_partition(n) for n in range(AVAILABLE_SHARDS)]
 
-    def half(op: str) -> dict[str, Any]:
-        return {
-            "IndexName": INDEX_AVAILABLE,
-            "KeyConditionExpression": f"{AVAILABLE_PK} = :p AND {AVAILABLE_SK} {op} :s",
-            "ExpressionAttributeValues": values,
-        }
 
-    return half(">="), half("<")
+def available_query(partition: str) -> dict[str, Any]:
+    """The tokens of one ``available`` partition (a shard, or the partition of tokens stored before
+    the shards), in their random sort order (``IndexName``, ``KeyConditionExpression``, values)."""
+    return {
+        "IndexName": INDEX_AVAILABLE,
+        "KeyConditionExpression": f"{AVAILABLE_PK} = :p",
+        "ExpressionAttributeValues": {":p": {"S": partition}},
+    }
 
 
 def qr_query(qr_token: str) -> dict[str, Any]:

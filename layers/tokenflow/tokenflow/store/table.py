@@ -19,6 +19,19 @@ from tokenflow.store.shapes import PlainItem, RawItem, Request
 
 # BatchGetItem reads at most 100 keys per call.
 BATCH_GET_KEYS = 100
+# Unprocessed keys are asked for again at most this many times per batch, with jittered backoff:
+# "If DynamoDB returns any unprocessed items, you should retry the batch operation on those items.
+# However, we strongly recommend that you use an exponential backoff algorithm" (BatchGetItem, API
+# reference: https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html).
+# Full jitter (a random pause up to the exponential cap) keeps workers that were throttled together
+# from coming back together (https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/).
+MAX_UNPROCESSED_RETRIES = 8
+UNPROCESSED_BACKOFF_BASE = 0.05  # seconds: the cap of the first pause, doubled per attempt
+UNPROCESSED_BACKOFF_CAP = 2.0  # seconds: no single pause longer than this
+
+
+class UnprocessedKeysError(Exception):
+    """BatchGetItem still left keys unprocessed after every retry (the table is throttled)."""
 
 
 @dataclass
@@ -51,13 +64,18 @@ class Table:
         rng: random.Random | None = None,
         sleep: Callable[[float], Any] = time.sleep,
         max_conflict_retries: int = 8,
+        max_unprocessed_retries: int = MAX_UNPROCESSED_RETRIES,
     ) -> None:
         self.name = name
         self._client = client
         self.rng = rng or random.Random()
         self.sleep = sleep
         self.max_conflict_retries = max_conflict_retries
+        self.max_unprocessed_retries = max_unprocessed_retries
         self.calls = StoreCalls()
+        # ``available`` partitions this process found empty, and when (monotonic seconds): claims
+        # draw among the others first (tokens.available_candidates).
+        self.empty_partitions: dict[str, float] = {}
 
     @property
     def client(self) -> Any:
@@ -85,13 +103,30 @@ class Table:
         return from_item(item) if item else None
 
     def batch_get(self, keys: Sequence[RawItem]) -> list[PlainItem]:
-        """Items by key, one BatchGetItem per 100 keys (unprocessed keys asked for again)."""
+        """Items by key, one BatchGetItem per 100 keys.
+
+        Unprocessed keys (DynamoDB answers part of a batch when throttled or over 16 MB) are asked
+        for again after a jittered exponential pause, at most ``max_unprocessed_retries`` times;
+        then UnprocessedKeysError, rather than a loop that keeps a throttled table busy.
+        """
         found: list[PlainItem] = []
         for start in range(0, len(keys), BATCH_GET_KEYS):
             batch = list(keys[start : start + BATCH_GET_KEYS])
-            request = {self.name: {"Keys": batch, "ConsistentRead": True}}
+            request: Request = {self.name: {"Keys": batch, "ConsistentRead": True}}
+            retries = 0
             while request:
                 answer = self.call("BatchGetItem", RequestItems=request)
                 found.extend(from_item(raw) for raw in answer.get("Responses", {}).get(self.name, []))
                 request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                if retries == self.max_unprocessed_retries:
+                    left = len(request.get(self.name, {}).get("Keys", []))
+                    raise UnprocessedKeysError(
+                        f"BatchGetItem left {left} of {len(batch)} keys unprocessed after "
+                        f"{retries + 1} attempts (the table is throttled)"
+                    )
+                retries += 1
+                cap = min(UNPROCESSED_BACKOFF_CAP, UNPROCESSED_BACKOFF_BASE * 2 ** (retries - 1))
+                self.sleep(cap * self.rng.random())
         return found

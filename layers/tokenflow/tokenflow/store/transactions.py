@@ -8,6 +8,8 @@ its state changes go into the same transaction, so counts and history cannot dis
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +26,8 @@ MAX_TRANSACTION_ITEMS = 100
 # TransactWriteItems accepts 4 MB in all; stay clear of it with per-item estimates.
 MAX_TRANSACTION_BYTES = 3_500_000
 _RETRYABLE_CODES = {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+# A ClientRequestToken is 1 to 36 characters (TransactWriteItems, API reference).
+REQUEST_TOKEN_CHARS = 32
 
 
 class TransactionCancelled(Exception):
@@ -34,15 +38,48 @@ class TransactionCancelled(Exception):
         self.codes = codes
 
 
-def transact(db: Table, items: Sequence[Request]) -> None:
+def request_token(purpose: str, items: Sequence[Request]) -> str:
+    """The ClientRequestToken of one logical write: derived from what it writes, so the same
+    request sent again carries the same token and a different one (even by one item) another.
+
+    TransactWriteItems with a ClientRequestToken is idempotent: "multiple identical calls have the
+    same effect as one single call"; the token "is valid for 10 minutes after the first request that
+    uses it is completed", and the same token with other parameters within those 10 minutes fails
+    with IdempotentParameterMismatch (API reference, ClientRequestToken:
+    https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html).
+    A token derived from the items themselves can never meet that mismatch. A request that failed
+    (cancelled by a conflict) is applied when sent again with its token; only a success is
+    remembered (https://www.alexdebrie.com/posts/dynamodb-transactions/#idempotency-with-transactional-requests).
+    """
+    canonical = json.dumps([purpose, list(items)], sort_keys=True, default=_digest_of_bytes)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:REQUEST_TOKEN_CHARS]
+
+
+def _digest_of_bytes(value: object) -> str:
+    # Binary attribute values (QR images): their digest stands for them in the canonical form.
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "b:" + hashlib.sha256(bytes(value)).hexdigest()
+    raise TypeError(f"cannot derive a request token from a {type(value).__name__}")
+
+
+def transact(db: Table, items: Sequence[Request], *, token: str | None = None) -> None:
     """TransactWriteItems, retried with jittered backoff on conflicts and throttling.
 
     A cancellation for any other reason (a failed condition) raises TransactionCancelled with the
     per-item codes, so the caller can tell which item's condition failed.
+
+    ``token`` (``request_token``) is sent as the ClientRequestToken of every attempt: the retries
+    here send the same items, so when an attempt's answer is lost (a 500, a timeout) after
+    DynamoDB applied it, the next one succeeds without applying it twice, where without the token
+    it would fail its own conditions (a stored token "already known") or add a counter delta
+    again. botocore fills in a random token per call when none is given, which covers only its own
+    resends of one call. A condition that fails is never retried with the same token: it raises,
+    and the caller's next request differs (another token).
     """
+    extra = {"ClientRequestToken": token} if token else {}
     for attempt in range(db.max_conflict_retries + 1):
         try:
-            db.call("TransactWriteItems", TransactItems=list(items))
+            db.call("TransactWriteItems", TransactItems=list(items), **extra)
             return
         except ClientError as exc:
             error = exc.response.get("Error", {})
@@ -58,6 +95,8 @@ def transact(db: Table, items: Sequence[Request]) -> None:
                 "TransactionConflictException",
                 "ThrottlingException",
                 "InternalServerError",
+                # The same token's earlier attempt is still being applied: ask again later.
+                "TransactionInProgressException",
             }:
                 raise
             if attempt == db.max_conflict_retries:
@@ -79,7 +118,9 @@ def apply(db: Table, plan: Plan, now: str) -> None:
     if not items:
         return
     try:
-        transact(db, items)
+        # The plan's history events carry random sort keys: every apply is its own request, and
+        # only the retries inside transact() repeat it.
+        transact(db, items, token=request_token("plan", items))
     except TransactionCancelled as exc:
         for write, code in zip(plan.writes, exc.codes, strict=False):
             if code == "ConditionalCheckFailed":
