@@ -1,0 +1,252 @@
+"""Fleet benchmark: the whole local stack (functions in the local Lambda runtime, moto, the Particle
+simulator) serving a product of ``--devices`` devices from one export of as many tokens.
+
+    .venv/bin/python bench/bench_fleet.py --devices 2000 --rate-scale 10
+
+The product lists 100 devices a page. Particle's rate limit (10,000 requests per 5 minutes) is scaled
+by ``--rate-scale`` (the window shortened by that factor) so that a run takes minutes, and
+``--faults`` of the simulator's answers (default 2 %) are errors (500, 502, 503 or 429). An export
+of one token per device is dropped under ``incoming/``; ingest stores it and starts the sweep, the
+sweep lists the product and queues the devices, assign writes their Ledgers. The run ends when every
+device holds a delivered token (or ``--deadline`` passes).
+
+What is counted, and where:
+- Particle requests: the simulator's own counters (every request, errors and 429s included);
+- DynamoDB calls and SQS messages: every request reaching the embedded moto server (a WSGI wrapper
+  around it), SQS messages as the entries sent to the assign queue;
+- Lambda invocations, their durations and billed GB-seconds: every call of the local runtime's
+  ``invoke``, with the function's MemorySize and Timeout from template.yaml;
+- duplicates: tokens held by more than one device, read from the table at the end.
+
+The last line of output is one JSON object, also written to bench/results/fleet-<devices>.json.
+Prices (us-east-1, x86, on-demand; public price pages, 2026): Lambda $0.20 per million requests and
+$0.0000166667 per GB-second; DynamoDB on-demand $0.625 per million write request units and $0.125
+per million read request units (a transactional write counts twice; counted here as calls, one
+unit each, which undercounts items over 1 KB and transactions); SQS $0.40 per million requests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+
+PARTICLE_LIMIT = 10_000  # requests per 5 minutes (Particle's documented API rate limit)
+PARTICLE_WINDOW = 300.0
+PAGE = 100
+LAMBDA_REQUEST_PRICE = 0.20 / 1e6
+LAMBDA_GB_SECOND_PRICE = 0.0000166667
+DYNAMODB_WRITE_PRICE = 0.625 / 1e6
+DYNAMODB_READ_PRICE = 0.125 / 1e6
+SQS_REQUEST_PRICE = 0.40 / 1e6
+_DYNAMODB_WRITES = {"TransactWriteItems", "PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"}
+
+os.environ.update(
+    POWERTOOLS_TRACE_DISABLED="true",
+    POWERTOOLS_METRICS_DISABLED="true",
+    POWERTOOLS_LOG_LEVEL="ERROR",
+)
+
+
+class AwsCounts:
+    """Counts the requests that reach the embedded moto server, by service and operation."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.dynamodb: Counter[str] = Counter()
+        self.sqs: Counter[str] = Counter()
+        self.assign_messages = 0
+
+    def snapshot(self) -> Counter[str]:
+        with self.lock:
+            return Counter(self.dynamodb)
+
+    def install(self) -> None:
+        from tokenflow_local import embedded_aws
+
+        counts = self
+        original = embedded_aws._SerialisedRequests.__call__
+
+        def counted(wrapper: Any, environ: dict[str, Any], start_response: Any) -> Any:
+            target = environ.get("HTTP_X_AMZ_TARGET", "")
+            if target.startswith("DynamoDB_"):
+                with counts.lock:
+                    counts.dynamodb[target.split(".", 1)[-1]] += 1
+            elif target.startswith("AmazonSQS."):
+                operation = target.split(".", 1)[-1]
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                body = environ["wsgi.input"].read(length) if length else b""
+                environ["wsgi.input"] = io.BytesIO(body)  # the server reads it again
+                with counts.lock:
+                    counts.sqs[operation] += 1
+                    if operation in {"SendMessage", "SendMessageBatch"} and b"AssignQueue" in body:
+                        request = json.loads(body or b"{}")
+                        counts.assign_messages += len(request.get("Entries", [])) or 1
+            return original(wrapper, environ, start_response)
+
+        embedded_aws._SerialisedRequests.__call__ = counted  # type: ignore[method-assign]
+
+
+class Invocations:
+    """Every invocation of the local runtime: function, duration; with the functions' limits."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.records: list[tuple[str, float]] = []
+
+    def install(self) -> None:
+        from tokenflow_local import lambda_runtime
+
+        original = lambda_runtime.invoke
+        records = self
+
+        def timed(name: str, event: dict[str, Any], **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return original(name, event, **kwargs)
+            finally:
+                with records.lock:
+                    records.records.append((name, time.perf_counter() - started))
+
+        lambda_runtime.invoke = timed  # type: ignore[assignment]
+
+
+def served(store: Any) -> int:
+    devices = store.summary()["devices"]
+    return int(devices.get("delivered", 0)) + int(devices.get("confirmed", 0))
+
+
+def duplicates(store: Any) -> int:
+    """Tokens held by more than one device, read from every device item."""
+    client, holders = store.client, Counter()
+    for page in client.get_paginator("scan").paginate(
+        TableName=store.table,
+        FilterExpression="kind = :d",
+        ExpressionAttributeValues={":d": {"S": "device"}},
+    ):
+        for item in page["Items"]:
+            if "token_id" in item:
+                holders[item["token_id"]["S"]] += 1
+    return sum(n - 1 for n in holders.values() if n > 1)
+
+
+def run(devices: int, rate_scale: float, faults: float, deadline: float) -> dict[str, Any]:
+    from tokenflow.store import Store
+    from tokenflow_local.lambda_runtime import function_limits
+    from tokenflow_local.sample_export import make_export
+    from tokenflow_local.stack import LocalStack
+
+    aws, invocations = AwsCounts(), Invocations()
+    aws.install()
+    invocations.install()
+    export = make_export(devices, real_qr=False)
+    stack = LocalStack(
+        aws_port=0,
+        api_port=0,
+        particle_port=0,
+        devices=devices,
+        quarantined=0,
+        devices_per_page=PAGE,
+        simulate_devices=False,
+    )
+    with stack:
+        sim = stack.simulator
+        assert sim is not None
+        window = PARTICLE_WINDOW / rate_scale
+        sim.set_rate_limit(PARTICLE_LIMIT, window)
+        sim.set_faults(error_rate=faults, seed=1)
+        store = Store(stack.table, stack.client("dynamodb"))
+        before = aws.snapshot()  # the stack's own set-up (tables, queues) is not the fleet's
+        started = time.monotonic()
+        stack.client("s3").put_object(Bucket=stack.bucket, Key="incoming/fleet.zip", Body=export)
+        done = 0
+        while time.monotonic() - started < deadline:
+            done = served(store)
+            if done >= devices:
+                break
+            time.sleep(2.0)
+        wall = time.monotonic() - started
+        stats = sim.stats()
+        dynamodb_ops = aws.snapshot() - before - Counter(store.calls.counts)  # less this loop's reads
+        dupes = duplicates(store)
+    limits = function_limits()
+    pages = math.ceil(devices / PAGE)
+    bound = (devices + pages) / (PARTICLE_LIMIT / window)
+    list_requests = sum(
+        n for r, n in stats["requests"].items() if r.startswith("GET") and r.endswith("/devices")
+    )
+    per_function: dict[str, list[float]] = {}
+    for name, seconds in invocations.records:
+        per_function.setdefault(name, []).append(seconds)
+    gb_seconds = sum(
+        # Lambda bills each invocation's duration rounded up to the millisecond, times its memory
+        math.ceil(s * 1000) / 1000 * limits.get(name, (0, 128))[1] / 1024
+        for name, s in invocations.records
+    )
+    longest = max(
+        ((s / limits.get(name, (300.0, 128))[0], name, s) for name, s in invocations.records),
+        default=(0, "", 0),
+    )
+    dynamodb_calls = sum(dynamodb_ops.values())
+    writes = sum(n for op, n in dynamodb_ops.items() if op in _DYNAMODB_WRITES)
+    cost = (
+        len(invocations.records) * LAMBDA_REQUEST_PRICE
+        + gb_seconds * LAMBDA_GB_SECOND_PRICE
+        + writes * DYNAMODB_WRITE_PRICE
+        + (dynamodb_calls - writes) * DYNAMODB_READ_PRICE
+        + sum(aws.sqs.values()) * SQS_REQUEST_PRICE
+    )
+    per = max(done, 1)
+    return {
+        "devices": devices,
+        "devices_served": done,
+        "duplicates": dupes,
+        "wall_seconds": round(wall, 1),
+        "rate_limit_bound_seconds": round(bound, 1),
+        "wall_over_bound": round(wall / bound, 3),
+        "particle_requests": stats["total"],
+        "particle_requests_per_device": round(stats["total"] / per, 4),
+        "particle_statuses": stats["statuses"],
+        "list_requests": list_requests,
+        "list_requests_per_full_pass": pages,
+        "sqs_messages_per_device": round(aws.assign_messages / per, 3),
+        "sqs_requests": dict(aws.sqs),
+        "dynamodb_calls_per_device": round(dynamodb_calls / per, 3),
+        "dynamodb_calls": dict(dynamodb_ops),
+        "lambda_invocations_per_1000_devices": round(1000 * len(invocations.records) / per, 1),
+        "lambda_invocations": {name: len(v) for name, v in per_function.items()},
+        "billed_gb_seconds_per_1000_devices": round(1000 * gb_seconds / per, 2),
+        "max_invocation_over_timeout": round(longest[0], 3),
+        "max_invocation": {"function": longest[1], "seconds": round(longest[2], 1)},
+        "cost_per_10000_devices_usd": round(10_000 * cost / per, 4),
+        "rate_scale": rate_scale,
+        "faults": faults,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--rate-scale", type=float, default=10.0)
+    parser.add_argument("--faults", type=float, default=0.02)
+    parser.add_argument("--deadline", type=float, default=6 * 3600.0, help="seconds before giving up")
+    args = parser.parse_args()
+    result = run(args.devices, args.rate_scale, args.faults, args.deadline)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"fleet-{args.devices}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result))
+    return 0 if result["devices_served"] == args.devices and result["duplicates"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
