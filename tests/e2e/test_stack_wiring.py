@@ -101,7 +101,9 @@ def test_the_lambda_invoke_api_runs_the_sweep(stack):
 def test_a_message_that_keeps_failing_goes_to_the_dead_letter_queue(stack):
     sqs = stack.client("sqs")
     device = sim_api(stack, "/devices", "POST", json={"count": 1})["ids"][0]
-    sim_api(stack, "/faults", "POST", json={"auth_failure": True})  # every Particle call answers 401
+    # Every Particle call answers 503: a failure worth retrying, until the receives run out. (A 401
+    # would pause the stack instead: the breaker hands messages back rather than burn their receives.)
+    sim_api(stack, "/faults", "POST", json={"error_rate": 1.0, "error_statuses": [503]})
     try:
         sqs.send_message(
             QueueUrl=stack.queues["AssignQueue"],
@@ -110,14 +112,14 @@ def test_a_message_that_keeps_failing_goes_to_the_dead_letter_queue(stack):
         dlq = stack.queues["AssignDeadLetterQueue"]
         message = wait_for(
             lambda: sqs.receive_message(QueueUrl=dlq, AttributeNames=["All"]).get("Messages"),
-            timeout=25,
+            timeout=90,
             what="the dead-letter queue",
         )[0]
         assert json.loads(message["Body"])["device_id"] == device
         assert int(message["Attributes"]["ApproximateReceiveCount"]) >= 5
     finally:
         sim_api(stack, "/faults", "POST", json={})
-        stack.errors.clear()  # the sweeps' 401s were expected
+        stack.errors.clear()  # the sweeps' 503s were expected
 
 
 def test_a_taken_port_is_a_clear_error_and_nothing_is_left_running():
