@@ -6,6 +6,8 @@ would send: an S3 notification, a schedule tick, a batch of SQS messages (with r
 partial batch failures honoured as the SQS event source mapping honours them). ``AsyncFunction`` is
 Lambda's asynchronous invocation (a queue, retries, an OnFailure destination) and ``LambdaEndpoint``
 its Invoke API, which the functions' own ``lambda.invoke`` reaches through ``AWS_ENDPOINT_URL_LAMBDA``.
+(Over the usual size: the invocation, its limits and the three ways Lambda invokes share one model
+of an invocation, which splitting would duplicate.)
 
 Each invocation runs under its function's ``Timeout`` from template.yaml, as Lambda runs it: "The
 amount of time in seconds that Lambda allows a function to run before stopping it" (the Lambda API's

@@ -1,5 +1,7 @@
 """The Particle simulator's cloud: the product's fleet and the API routes Tokenflow uses.
 
+(A little over the usual size: the routes share the path patterns and the fleet they serve.)
+
 Shapes follow REFERENCE.md and are proven against Particle's official JS SDK
 (tests/contract/test_particle_sdk.py): product device listing with paging (``devices`` + ``meta``)
 and the filters the official SDK sends, the product device lookup, device fields (quarantined and

@@ -1,5 +1,8 @@
 """Read a Blynk.Console static-token export: a .zip (a CSV of tokens and QR PNGs) or a bare .csv.
 
+(One module, a little over the usual size: the reader's rules below are one sequence of checks on
+one archive, clearer read in order than split.)
+
 The export's exact layout is not documented (REFERENCE.md), so the reader is tolerant of what may
 vary and strict about what would corrupt state:
 

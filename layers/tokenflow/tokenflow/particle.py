@@ -9,6 +9,8 @@ or a Blynk token (only Particle's own ``error``/``error_description``, truncated
 Threads sharing a client also share its pacing: a 429's ``Retry-After`` pauses every one of them
 (one answer, not one 429 per thread), and an optional ``rate_limit`` keeps the client under a known
 request budget by itself (Particle allows 10,000 requests per 5 minutes per public IP).
+The module is over the usual size because the pacing, the retries and the deadline share one
+request loop: split, each part would have to know the others' state.
 
 The Ledger API path prefix is a setting (REFERENCE.md): ``/v1`` for a sandbox-owned product,
 ``/v1/orgs/{org}`` for an org-owned one; the only forms Particle's SDK builds (particle-api-js

@@ -3,7 +3,8 @@
 Every function here is pure: items as read in, a ``Plan`` (or ``Refused``) out. The store carries a
 plan out as one DynamoDB transaction whose conditions cover every item the rule read, so a concurrent
 change makes it fail (``Changed``) and the caller reads again and asks the rule anew. Reading this
-module answers "what happens when ...": the state diagram is in ``tokenflow.model``.
+module answers "what happens when ...": the state diagram is in ``tokenflow.model``. It is one
+module, over the usual size, on purpose: every rule of the lifecycle in one place to read.
 
 Rules about tokens leaving a device:
 - a revoked token (deleted in Blynk) and a token moved to a replacement leave their old holder in
