@@ -24,6 +24,7 @@ from tokenflow.store import Store
 from tokenflow.store.sweep_state import SweepState
 from tokenflow_local import lambda_runtime
 from tokenflow_local.particle_sim import ParticleSimulator
+from tokenflow_local.particle_sim_cloud import ROUTE_DEVICES
 
 PER_PAGE = 10
 START = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
@@ -93,6 +94,11 @@ def queued_device_ids(stack: dict) -> list[str]:
     return [b["device_id"] for b in bodies]
 
 
+def list_requests(stack: dict) -> int:
+    """The product device list requests the simulator answered."""
+    return stack["sim"].request_count("GET", ROUTE_DEVICES)
+
+
 def state() -> dict:
     return SweepState(Store(TABLE).db).get() or {}
 
@@ -107,14 +113,16 @@ def test_a_run_out_of_time_stops_at_its_cursor_and_the_next_run_continues_the_pa
     cursor = state()
     assert (cursor["next_page"], cursor["pages_done"], cursor["pass_id"]) == (3, 2, first["pass_id"])
     assert "lease_owner" not in cursor  # given back before the run's end
-    assert particle.requests_sent == 2
+    assert list_requests(stack) == 2
 
     second = run_sweep_handler()
     assert (second["stopped"], second["first_page"], second["pages"]) == ("finished", 3, 1)
     assert second["pass_id"] == first["pass_id"] and second["next_page"] is None
     assert second["queued"] == {"new": 5}
-    # One list request per page for the whole pass, however many runs it took.
-    assert particle.requests_sent == 3
+    # One list request per page for the whole pass, however many runs it took, and one question
+    # about the access token's expiry when the pass ends.
+    assert list_requests(stack) == 3
+    assert particle.requests_sent == 4
     assert sorted(queued_device_ids(stack)) == sorted(ids)
     finished = state()
     assert "pass_id" not in finished and finished["last_pass_pages"] == 3
@@ -162,7 +170,7 @@ def test_an_expired_lease_is_taken_over_and_the_pass_continues_from_its_cursor(s
         2,
         "finished",
     )
-    assert stack["particle"].requests_sent == 2  # pages 2 and 3; page 1 is not listed again
+    assert list_requests(stack) == 2  # pages 2 and 3; page 1 is not listed again
     assert sorted(queued_device_ids(stack)) == sorted(ids[PER_PAGE:])
     assert state()["last_pass_pages"] == 3
 
@@ -174,6 +182,9 @@ class FailsOnce:
         self.particle = particle
         self.fail_at = fail_at
         self.starts: list[int] = []
+
+    def token_expires_at(self) -> str | None:
+        return self.particle.token_expires_at()
 
     def iter_device_pages(self, per_page: int = 100, start: int = 1) -> Iterator[DevicePage]:
         self.starts.append(start)
@@ -199,5 +210,19 @@ def test_a_failed_run_is_continued_from_its_cursor_not_from_page_one(stack):
 
     assert lister.starts == [1, 2]
     assert result.first_page == 2 and result.pass_id == failed["pass_id"] and result.stopped == "finished"
-    assert stack["particle"].requests_sent == 3  # pages 1, 2, 3: each once
+    assert list_requests(stack) == 3  # pages 1, 2, 3: each once
     assert sorted(queued_device_ids(stack)) == sorted(ids)
+
+
+def test_a_finished_pass_publishes_the_days_the_access_token_has_left(stack, capsys):
+    stack["sim"].add_devices(5)
+    stack["sim"].token_info["expires_at"] = "2026-12-09T00:00:00.000Z"
+    stack["clock"].now = datetime(2026, 11, 29, tzinfo=UTC)
+    assert run_sweep_handler()["stopped"] == "finished"
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [m["ParticleTokenDaysLeft"] for m in emitted if "ParticleTokenDaysLeft" in m] == [[10.0]]
+    # a token that never expires (a product API user's) publishes nothing
+    stack["sim"].token_info["expires_at"] = None
+    assert run_sweep_handler(lambda_runtime.LambdaContext(function_name="sweep"))["stopped"] == "finished"
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert not [m for m in emitted if "ParticleTokenDaysLeft" in m]

@@ -279,6 +279,17 @@ class ParticleClient:
             raise ParticleError(f"GET {_route(path)} answered without a device id", 200)
         return Device.from_api(body)
 
+    def token_expires_at(self) -> str | None:
+        """When the access token expires (ISO 8601), or None when it does not.
+
+        ``GET /v1/access_tokens/current`` is what Particle's CLI calls to validate a token; its answer
+        carries ``expires_at`` (particle-api-js ``CurrentTokenInfo``: ``expires_at``, ``client_id``,
+        ``scopes``, ``orgs``). A product API user's token never expires (null); a
+        ``particle token create`` token does after 90 days (docs: access tokens)."""
+        body = self._request("GET", "/v1/access_tokens/current")
+        expires = body.get("expires_at")
+        return expires if isinstance(expires, str) and expires else None
+
     # ---- Ledger -------------------------------------------------------------------------------
 
     def _instance_path(self, device_id: str) -> str:

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 from tokenflow import rules
 from tokenflow.assignment import AssignRequest
 from tokenflow.observability import logger, metrics
-from tokenflow.particle import Device, DevicePage
+from tokenflow.particle import Device, DevicePage, ParticleError
 from tokenflow.queue_once import OnceQueue, Queue
 from tokenflow.store import Store
 from tokenflow.store.sweep_state import SweepState
@@ -59,6 +59,8 @@ LEASE_SLACK_MS = 5_000
 
 class DeviceLister(Protocol):
     def iter_device_pages(self, per_page: int = 100, start: int = 1) -> Iterator[DevicePage]: ...
+
+    def token_expires_at(self) -> str | None: ...
 
 
 class RemainingTime(Protocol):
@@ -197,7 +199,22 @@ class Sweeper:
                 self.state.finish_pass(owner, pass_id, _iso(self.now()))
                 result.next_page, result.stopped = None, "finished"
                 break
+        if result.stopped == "finished":
+            self._report_token_expiry()
         self._finish(result)
+
+    def _report_token_expiry(self) -> None:
+        """Once per full pass (one Particle request): the days the access token has left, so an
+        alarm fires well before a ``particle token create`` token runs out (a product API user's
+        token never expires: nothing is published)."""
+        try:
+            expires_at = self.particle.token_expires_at()
+        except ParticleError as exc:  # the next pass asks again; the listing itself went through
+            logger.warning("Could not read the access token's expiry", extra={"error": type(exc).__name__})
+            return
+        days = days_left(expires_at, self.now())
+        if days is not None:
+            metrics.add_metric(name="ParticleTokenDaysLeft", unit="Count", value=round(days, 2))
 
     # ---- pages ---------------------------------------------------------------------------------
 
@@ -251,6 +268,20 @@ class Sweeper:
         metrics.add_metric(name="DevicesQueued", unit="Count", value=result.queued_total)
         metrics.add_metric(name="SweepPagesListed", unit="Count", value=result.pages)
         logger.info("Sweep finished", extra={"result": result.__dict__})
+
+
+def days_left(expires_at: str | None, now: datetime) -> float | None:
+    """Days from ``now`` to an ISO 8601 expiry (negative once past); None when there is none or it
+    cannot be read."""
+    if not expires_at:
+        return None
+    try:
+        moment = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - now).total_seconds() / 86400
 
 
 def device_fields(device: Device) -> dict[str, Any]:
