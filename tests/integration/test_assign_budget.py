@@ -7,44 +7,25 @@ from __future__ import annotations
 import threading
 import time
 
-import boto3
 import pytest
 
-from tests.conftest import TABLE
 from tests.support import iam_recorder
-from tests.support.events import invoke as run_handler
-from tests.support.events import load_event
-from tests.support.factories import random_tokens
-from tests.support.functions import configure_functions
+from tests.support.functions import assign_function, sweep_queues_new_devices
 from tests.support.invariants import check_invariants
 from tokenflow import aws
-from tokenflow.store import Store
 from tokenflow_local import lambda_runtime
 from tokenflow_local.lambda_runtime import (
     FunctionTimeout,
     function_limits,
     invoke,
-    load_handler,
     poll_once,
 )
-from tokenflow_local.particle_sim import ParticleSimulator
 
 
 @pytest.fixture
 def stack(monkeypatch, dynamodb):
-    with ParticleSimulator() as sim:
-        sqs = boto3.client("sqs")
-        queue = sqs.create_queue(QueueName="assign", Attributes={"VisibilityTimeout": "720"})["QueueUrl"]
-        configure_functions(monkeypatch, sim, queue)
-        load_handler("assign", fresh=True)
-        yield {"sqs": sqs, "queue": queue, "sim": sim, "store": Store(TABLE, dynamodb)}
-
-
-def queued_devices(stack: dict, count: int) -> list[str]:
-    ids = stack["sim"].add_devices(count)
-    stack["store"].add_tokens(random_tokens(count), import_id="i", now="t")
-    assert run_handler("sweep", load_event("sweep/scheduled.json"))["queued"] == {"new": count}
-    return ids
+    with assign_function(monkeypatch, dynamodb) as functions:
+        yield functions
 
 
 def hidden_and_visible(stack: dict) -> tuple[int, int]:
@@ -72,7 +53,7 @@ def handed_back_delays() -> list[int]:
 
 def test_a_retry_after_longer_than_the_time_left_hands_the_device_back_with_that_delay(stack):
     sim = stack["sim"]
-    queued_devices(stack, 2)
+    sweep_queues_new_devices(stack, 2)
     delays = handed_back_delays()
     sim.set_faults(error_rate=1.0, error_statuses=(429,), retry_after=600)
     before = sim.stats()["total"]
@@ -90,7 +71,7 @@ def test_a_retry_after_longer_than_the_time_left_hands_the_device_back_with_that
 
 def test_records_left_when_the_budget_is_spent_go_back_to_the_queue_unserved(stack):
     sim = stack["sim"]
-    queued_devices(stack, 3)
+    sweep_queues_new_devices(stack, 3)
     before = sim.stats()["total"]
     # A Timeout shorter than the margin kept for one request: no time to serve anything safely.
     assert poll_once(stack["sqs"], stack["queue"], "assign", retry_delay=0, timeout=5) == 3

@@ -4,41 +4,23 @@ about one device does not pause anything. Real handlers, moto, the simulator ove
 
 from __future__ import annotations
 
-import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
-from tests.conftest import TABLE
-from tests.support.events import invoke as run_handler
-from tests.support.events import load_event
-from tests.support.factories import random_tokens
-from tests.support.functions import configure_functions
+from tests.support.functions import assign_function, sweep_queues_new_devices
 from tests.support.invariants import check_invariants
 from tokenflow.api_models import Summary
 from tokenflow.fleet import Fleet
-from tokenflow.store import Store
 from tokenflow_cli import output
-from tokenflow_local.lambda_runtime import invoke, load_handler, poll_once, sqs_event
-from tokenflow_local.particle_sim import ParticleSimulator
+from tokenflow_local.lambda_runtime import invoke, poll_once, sqs_event
 
 ARN = "arn:aws:sqs:us-east-1:123456789012:assign"
 
 
 @pytest.fixture
 def stack(monkeypatch, dynamodb):
-    with ParticleSimulator() as sim:
-        sqs = boto3.client("sqs")
-        queue = sqs.create_queue(QueueName="assign", Attributes={"VisibilityTimeout": "720"})["QueueUrl"]
-        configure_functions(monkeypatch, sim, queue)
-        load_handler("assign", fresh=True)
-        yield {"sqs": sqs, "queue": queue, "sim": sim, "store": Store(TABLE, dynamodb)}
-
-
-def sweep_queues(stack: dict, count: int) -> list[str]:
-    ids = stack["sim"].add_devices(count)
-    stack["store"].add_tokens(random_tokens(count), import_id="i", now="t")
-    assert run_handler("sweep", load_event("sweep/scheduled.json"))["queued"] == {"new": count}
-    return ids
+    with assign_function(monkeypatch, dynamodb) as functions:
+        yield functions
 
 
 def receive_all(stack: dict) -> list[dict]:
@@ -67,7 +49,7 @@ def test_a_401_pauses_the_stack_devices_stay_pending_and_a_probe_resumes_once_th
     stack, capsys
 ):
     sim, store = stack["sim"], stack["store"]
-    sweep_queues(stack, 3)
+    sweep_queues_new_devices(stack, 3)
     sim.set_faults(auth_failure=True)  # the stored access token is refused from now on
     before = sim.stats()["total"]
 
@@ -109,7 +91,7 @@ def test_a_401_pauses_the_stack_devices_stay_pending_and_a_probe_resumes_once_th
 
 def test_a_device_specific_404_fails_only_that_device_and_does_not_pause(stack):
     sim, store = stack["sim"], stack["store"]
-    gone, *others = sweep_queues(stack, 3)
+    gone, *others = sweep_queues_new_devices(stack, 3)
     sim.remove_device(gone)  # left the product after it was queued: its Ledger write answers 404
     assert poll_once(stack["sqs"], stack["queue"], "assign") == 3
     assert summary(stack)["paused"] is None
@@ -120,7 +102,7 @@ def test_a_device_specific_404_fails_only_that_device_and_does_not_pause(stack):
 
 def test_a_403_on_the_ledger_write_pauses_the_stack_without_failing_the_device(stack):
     sim, store = stack["sim"], stack["store"]
-    sweep_queues(stack, 2)
+    sweep_queues_new_devices(stack, 2)
     sim.set_faults(error_rate=1.0, error_statuses=(403,))  # the token lost a scope
     with pytest.raises(BatchProcessingError):
         invoke("assign", sqs_event(ARN, receive_all(stack)))

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import TABLE
 from tests.support.events import load_event
-from tests.support.factories import random_tokens
+from tests.support.factories import TableClock, random_tokens
 from tests.support.functions import configure_functions
 from tokenflow import wiring
 from tokenflow.particle import ParticleClient
@@ -23,14 +23,6 @@ from tokenflow_local.particle_sim import ParticleSimulator
 
 SECRET = "webhook-secret-for-tests"
 START = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> str:
-        return self.now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @pytest.fixture
@@ -45,7 +37,7 @@ def stack(monkeypatch, dynamodb, sim):
     queue = sqs.create_queue(QueueName="assign", Attributes={"VisibilityTimeout": "30"})["QueueUrl"]
     boto3.client("ssm").put_parameter(Name="/tf/webhook", Value=SECRET, Type="SecureString")
     configure_functions(monkeypatch, sim, queue, WEBHOOK_SECRET_PARAM="/tf/webhook", SWEEP_FUNCTION_NAME="")
-    clock = Clock()
+    clock = TableClock(START)
     particle = ParticleClient(sim.url, sim.access_token, sim.product)
     wiring.install(wiring.Services(clock=clock, particle=particle))
     return {"sqs": sqs, "queue": queue, "sim": sim, "clock": clock, "particle": particle}

@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import TABLE
 from tests.support import queues
 from tests.support.events import load_event
+from tests.support.factories import TableClock
 from tests.support.functions import configure_functions
 from tokenflow import wiring
 from tokenflow.particle import DevicePage, ParticleClient, ParticleUnavailable
@@ -43,14 +44,6 @@ class Countdown(lambda_runtime.LambdaContext):
         return left
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> str:
-        return self.now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @pytest.fixture
 def sim():
     with ParticleSimulator(max_per_page=PER_PAGE) as simulator:
@@ -62,7 +55,7 @@ def stack(monkeypatch, dynamodb, sim):
     sqs = boto3.client("sqs")
     queue = sqs.create_queue(QueueName="assign")["QueueUrl"]
     configure_functions(monkeypatch, sim, queue)
-    clock = Clock()
+    clock = TableClock(START)
     particle = ParticleClient(sim.url, sim.access_token, sim.product)
     graph = wiring.install(wiring.Services(clock=clock, particle=particle))
     # 100 s of budget, 30 s less per question, 10 s kept back: two pages per run.

@@ -4,6 +4,7 @@ a clock moved by hand, and the AuthTokens Blynk's documentation shows."""
 from __future__ import annotations
 
 import random
+from datetime import datetime
 
 from tokenflow.store import NewToken
 
@@ -33,3 +34,14 @@ class ManualClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class TableClock:
+    """The functions' clock (UTC ISO 8601 with milliseconds, as the table stores time) that moves
+    only when a test sets ``now`` (a datetime)."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> str:
+        return self.now.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 import boto3
 import pytest
 
@@ -31,3 +35,29 @@ def configure_functions(
     }.items():
         monkeypatch.setenv(name, value)
     forget_clients()
+
+
+@contextlib.contextmanager
+def assign_function(monkeypatch: pytest.MonkeyPatch, dynamodb: Any) -> Iterator[dict[str, Any]]:
+    """The assign handler, freshly loaded, against moto and a Particle simulator: the assign queue
+    (visibility 720 s, as the template's), the simulator, and a Store on the test table."""
+    from tokenflow.store import Store
+    from tokenflow_local.lambda_runtime import load_handler
+
+    with ParticleSimulator() as sim:
+        sqs = boto3.client("sqs")
+        queue = sqs.create_queue(QueueName="assign", Attributes={"VisibilityTimeout": "720"})["QueueUrl"]
+        configure_functions(monkeypatch, sim, queue)
+        load_handler("assign", fresh=True)
+        yield {"sqs": sqs, "queue": queue, "sim": sim, "store": Store(TABLE, dynamodb)}
+
+
+def sweep_queues_new_devices(stack: dict[str, Any], count: int) -> list[str]:
+    """``count`` new devices in the product and a token for each; the sweep handler queues them all."""
+    from tests.support.events import invoke, load_event
+    from tests.support.factories import random_tokens
+
+    ids: list[str] = stack["sim"].add_devices(count)
+    stack["store"].add_tokens(random_tokens(count), import_id="i", now="t")
+    assert invoke("sweep", load_event("sweep/scheduled.json"))["queued"] == {"new": count}
+    return ids
