@@ -264,16 +264,7 @@ class Lifecycle:
             return StatusOutcome(device_id, "lookup-failed", None)
         if device is None or device.quarantined or device.denied:
             return StatusOutcome(device_id, "ignored", None)
-        fields = {
-            k: v
-            for k, v in (
-                ("name", device.name),
-                ("serial_number", device.serial_number),
-                ("platform_id", device.platform_id),
-            )
-            if v is not None
-        }
-        self._enqueue([AssignRequest(device_id, None, reason="new", fields=fields)])
+        self._enqueue([AssignRequest(device_id, None, reason="new", fields=device.fields())])
         metrics.add_metric(name="NewDevicesReported", unit="Count", value=1)
         return StatusOutcome(device_id, "queued", None)
 

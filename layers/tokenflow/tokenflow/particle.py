@@ -122,6 +122,11 @@ class Device:
     last_heard: str | None = None
     groups: tuple[str, ...] = ()
 
+    def record_fields(self) -> dict[str, Any]:
+        """What an assign request carries of the device for its first record (name, serial, platform)."""
+        fields = {"name": self.name, "serial_number": self.serial_number, "platform_id": self.platform_id}
+        return {k: v for k, v in fields.items() if v is not None}
+
     @classmethod
     def from_api(cls, data: dict[str, Any]) -> Device:
         groups = data.get("groups")

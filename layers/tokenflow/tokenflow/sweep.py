@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from tokenflow import rules
 from tokenflow.assignment import AssignRequest
@@ -243,7 +243,7 @@ class Sweeper:
                 item = known.get(device.id)
                 requests.append(
                     AssignRequest(
-                        device.id, item.get("state") if item else None, reason, device_fields(device)
+                        device.id, item.get("state") if item else None, reason, device.record_fields()
                     )
                 )
         if not requests:
@@ -282,19 +282,6 @@ def days_left(expires_at: str | None, now: datetime) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - now).total_seconds() / 86400
-
-
-def device_fields(device: Device) -> dict[str, Any]:
-    """What an assign request carries of a Particle device (for its first record)."""
-    return {
-        k: v
-        for k, v in (
-            ("name", device.name),
-            ("serial_number", device.serial_number),
-            ("platform_id", device.platform_id),
-        )
-        if v is not None
-    }
 
 
 def _epoch_ms(moment: datetime) -> int:
