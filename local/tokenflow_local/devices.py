@@ -24,7 +24,13 @@ flash), never the cloud's current instance:
   exponential backoff and jitter (the firmware's 5 s, 10 s, 20 s ... up to 10 minutes; shorter here),
   so Tokenflow learns that it still waits; with a valid token it stays quiet until something changes;
 - with a usable token it "sends data" once per tick: the count per token fingerprint is kept, so tests
-  can prove that a revoked token is never used after the revoke reached the device.
+  can prove that a revoked token is never used after the revoke reached the device;
+- with a usable token it also publishes its readings as the firmware does (firmware/README.md, "From
+  first boot to data in Blynk", step 4): the ``blynk_https_get`` event with
+  ``{"t":"<token>","v14":"<uptime ms>","v15":..,"v16":..,"v17":..}``, at once when it gets (or
+  changes) its token, then every ``data_interval`` seconds (the firmware's 5 minutes; shorter on the
+  local stack). It goes to the Particle simulator's ``POST /_sim/events``, which forwards it through
+  the Blynk integration (``particle_sim_integrations``).
 
 The fleet reads every device's own copy from the simulator's control API in one request per tick
 (``GET /_sim/device-ledgers``), which is how each device learns of its syncs, without one request per
@@ -36,6 +42,7 @@ device per tick.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -61,6 +68,7 @@ from tokenflow.tokens import fingerprint, is_auth_token
 LEDGER_TOKEN_KEY = "blynk_token"  # noqa: S105 (the Ledger key's name, TOKENFLOW_LEDGER_KEY in the firmware)
 LEDGER_STATE_KEY = "state"
 SECRET_HEADER = "X-Tokenflow-Secret"  # noqa: S105 (a header name)
+DATA_EVENT = "blynk_https_get"  # TOKENFLOW_BLYNK_EVENT in the firmware
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,9 @@ class SimulatedDevice:
     reports: int = 0
     failures: int = 0
     data_sent: Counter[str] = field(default_factory=Counter)  # fingerprint -> data publishes
+    readings_under: str | None = None  # fingerprint of the token its last readings publish used
+    readings_at: float = 0.0  # when it last published its readings
+    readings: int = 0  # readings publishes made (``blynk_https_get``)
 
     @property
     def holds_token(self) -> bool:
@@ -163,6 +174,7 @@ class DeviceFleet:
         jitter: float = 0.2,
         firmware: str = "1.0.0",
         first_sync_grace: float = 60.0,
+        data_interval: float = 300.0,
         workers: int = 4,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -179,6 +191,8 @@ class DeviceFleet:
         self.firmware = firmware
         # The firmware's firstSyncGraceMs (60 s by default; 0: data waits for a sync however long).
         self.first_sync_grace = first_sync_grace
+        self.data_interval = data_interval  # the firmware's TOKENFLOW_PUBLISH_INTERVAL_MS
+        self.started = clock()
         self.rng = rng or random.Random()
         self.clock = clock
         self.devices: dict[str, SimulatedDevice] = {}
@@ -232,6 +246,11 @@ class DeviceFleet:
         with self._lock:
             return {d.device_id: d.uses for d in self.devices.values()}
 
+    def readings_published(self) -> int:
+        """How many ``blynk_https_get`` events the fleet has published."""
+        with self._lock:
+            return sum(d.readings for d in self.devices.values())
+
     def data_sent(self) -> dict[str, dict[str, int]]:
         """device id -> {token fingerprint: data publishes made under it}."""
         with self._lock:
@@ -246,6 +265,7 @@ class DeviceFleet:
         ]
         now = self.clock()
         due: list[SimulatedDevice] = []
+        readings: list[tuple[SimulatedDevice, str]] = []
         with self._lock:
             for view in views:
                 device = self.devices.get(view["device_id"])
@@ -258,8 +278,34 @@ class DeviceFleet:
                     # Busy until the report's outcome sets the next time (no double publish).
                     device.busy = True
                     device.sending = device.triggers
+                if device.uses and (
+                    device.uses != device.readings_under or now - device.readings_at >= self.data_interval
+                ):
+                    device.readings_under, device.readings_at = device.uses, now
+                    readings.append((device, view["data"][LEDGER_TOKEN_KEY]))
         list(self._pool.map(self._publish, due))
+        list(self._pool.map(lambda pair: self._publish_readings(*pair), readings))
         return len(due)
+
+    def _publish_readings(self, device: SimulatedDevice, token: str) -> None:
+        """The firmware's readings publish (json_writer: ``{"t":"<token>","v14":...}``), through the
+        Particle simulator, which forwards it to Blynk by the integration."""
+        uptime_ms = int((self.clock() - self.started) * 1000)
+        data = json.dumps({"t": token, "v14": str(uptime_ms), "v15": "0", "v16": "0", "v17": "0"})
+        body = {"device_id": device.device_id, "name": DATA_EVENT, "data": data}
+        try:
+            response = self.session.post(f"{self.particle_url}/_sim/events", json=body, timeout=20)
+            ok = response.status_code < 300
+            if not ok:
+                self._note(f"{device.device_id}: publish answered {response.status_code}")
+        except requests.RequestException as exc:
+            ok = False
+            self._note(f"{device.device_id}: {type(exc).__name__}")
+        with self._lock:
+            if ok:
+                device.readings += 1
+            else:  # the firmware's TOKENFLOW_PUBLISH_RETRY_MS: again soon
+                device.readings_under = None
 
     def _observe(self, device: SimulatedDevice, view: dict[str, Any], now: float) -> bool:
         """Bring one device up to date with what it holds; True when a status report is due."""

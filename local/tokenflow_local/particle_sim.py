@@ -65,6 +65,7 @@ from tokenflow_local.particle_sim_control import CONTROL_DEVICE_PATH, ControlAPI
 from tokenflow_local.particle_sim_device_os import DeviceSide, LedgerCopy
 from tokenflow_local.particle_sim_faults import Faults
 from tokenflow_local.particle_sim_http import handler_class
+from tokenflow_local.particle_sim_integrations import Integrations
 from tokenflow_local.particle_sim_state import DEFAULT_LEDGER, DROP, Answer
 
 __all__ = [
@@ -126,6 +127,7 @@ class ParticleSimulator(ControlAPI):
             sync_delay=sync_delay,
             clock=clock,
         )
+        self.integrations = Integrations()
         self._server = ThreadingHTTPServer((host, port), handler_class(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None

@@ -4,7 +4,8 @@ No auth (the simulator's own knobs, never part of Particle's API): ``GET /_sim/s
 ``POST /_sim/faults``, ``POST /_sim/rate-limit``, ``GET|POST /_sim/devices``,
 ``POST /_sim/devices/{id}`` (quarantined, denied, name, groups), ``POST /_sim/devices/{id}/online``,
 ``POST /_sim/devices/{id}/reboot``, ``GET /_sim/device-ledgers`` (every device's own copy, in one
-answer), ``POST /_sim/ledger-sync`` (the sync delay), ``GET /_sim/ledgers``, ``POST /_sim/reset-stats``.
+answer), ``POST /_sim/ledger-sync`` (the sync delay), ``GET /_sim/ledgers``, ``POST /_sim/reset-stats``,
+``POST /_sim/events`` (a device's publish, forwarded through the integrations).
 
 This room owns only the translation of those routes into the Python methods of the rooms below
 (``particle_sim_faults``, ``particle_sim_cloud``, ``particle_sim_device_os``) and their 400/404
@@ -15,10 +16,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields
+from datetime import UTC, datetime
 from typing import Any
 
 from tokenflow_local.particle_sim_cloud import DEVICE_NOT_FOUND
 from tokenflow_local.particle_sim_faults import Faults, RequestGate
+from tokenflow_local.particle_sim_integrations import Integrations
 from tokenflow_local.particle_sim_state import DEFAULT_LEDGER, Answer
 
 CONTROL_DEVICE_PATH = re.compile(r"^/_sim/devices/(?P<device>[0-9a-f]{24})(?:/(?P<action>online|reboot))?$")
@@ -27,12 +30,16 @@ CONTROL_DEVICE_PATH = re.compile(r"^/_sim/devices/(?P<device>[0-9a-f]{24})(?:/(?
 class ControlAPI(RequestGate):
     """``/_sim/`` routes over the simulator's Python methods."""
 
+    integrations: Integrations
+
     def control(self, method: str, path: str, body: Any, query: dict[str, list[str]] | None = None) -> Answer:
         body = body if isinstance(body, dict) else {}
         query = query or {}
         device_route = CONTROL_DEVICE_PATH.match(path)
         if device_route and method == "POST":
             return self._control_device(device_route["device"], device_route["action"], body)
+        if path == "/_sim/events" and method == "POST":
+            return self._publish_event(body)
         if path == "/_sim/device-ledgers" and method == "GET":
             prefix = query.get("prefix", ["/v1"])[0]
             ledger = query.get("ledger", [DEFAULT_LEDGER])[0]
@@ -75,6 +82,20 @@ class ControlAPI(RequestGate):
                 ]
             return 200, {}, {"instances": instances}
         return 404, {}, {"ok": False, "error": "unknown control route"}
+
+    def _publish_event(self, body: dict[str, Any]) -> Answer:
+        """A device's ``Particle.publish``: ``{"device_id", "name", "data"}``, forwarded through the
+        product's integrations (``particle_sim_integrations``) it triggers."""
+        device_id, name, data = body.get("device_id"), body.get("name"), body.get("data", "")
+        if not isinstance(device_id, str) or not isinstance(name, str) or not isinstance(data, str):
+            return 400, {}, {"ok": False, "error": "device_id, name and data (strings) are required"}
+        with self.lock:
+            known = device_id in self.fleet
+        if not known:
+            return 404, {}, {"ok": False, "error": DEVICE_NOT_FOUND}
+        published_at = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        hooks = self.integrations.publish(device_id, name, data, published_at)
+        return 200, {}, {"ok": True, "webhooks": hooks}
 
     def _control_device(self, device_id: str, action: str | None, body: dict[str, Any]) -> Answer:
         with self.lock:

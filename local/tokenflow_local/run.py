@@ -101,10 +101,13 @@ def watch_progress(stack: LocalStack, console: Console, expected: int, timeout: 
         data = summary(stack)
         tokens, devices = counts(data, "tokens"), counts(data, "devices")
         done = devices.get(goal, 0)
+        # The verify function's last complete pass (none before its first): live in Blynk.
+        live = (data.get("liveness") or {}).get("live", 0)
         console.progress(
             f"  tokens: {sum(tokens.values())} imported, {tokens.get('available', 0)} available   "
             f"devices: {devices.get('pending', 0)} pending, {devices.get('delivered', 0)} delivered, "
-            f"{devices.get('confirmed', 0)} confirmed, {devices.get('waiting', 0)} waiting, "
+            f"{devices.get('confirmed', 0)} confirmed ({live} live in Blynk), "
+            f"{devices.get('waiting', 0)} waiting, "
             f"{devices.get('failed', 0)} failed   [{done}/{expected} {goal}]"
         )
         if done >= expected:
@@ -212,8 +215,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         eligible = max(0, args.devices - args.quarantined)
         ok = True
         if not args.no_export:
-            from tokenflow_local.sample_export import make_export
+            from tokenflow_local.sample_export import make_export, make_tokens
 
+            # The export's tokens exist in the Blynk simulator, in the stack's region.
+            stack.register_blynk_tokens(t.token for t in make_tokens(args.tokens, seed=args.seed))
             key = f"incoming/sample-export-{args.seed}.zip"
             stack.client("s3").put_object(
                 Bucket=stack.bucket, Key=key, Body=make_export(args.tokens, seed=args.seed)

@@ -17,7 +17,12 @@ What runs where (all on 127.0.0.1), and which module of ``tokenflow_local`` does
   * assign: fed by SQS pollers (the event source mapping: the template's batch size and maximum
     concurrency, receive counts, visibility and the redrive policy to the dead-letter queue);
   * api: behind the local HTTP gateway (API Gateway HTTP API v2 events, ``gateway``);
-- simulated devices that read their Ledger and post the status event to the webhook route (``devices``).
+- simulated devices that read their Ledger and post the status event to the webhook route (``devices``),
+  and publish their readings, which the Particle simulator forwards through
+  firmware/integrations/blynk_https_get.json (its region the stack's ``blynk_region``) to
+- a Blynk simulator (``blynk_sim``), whose tokens ``register_blynk_tokens`` adds (those of the exports
+  the stack imports); the verify function reads it (``BLYNK_URL_TEMPLATE``), run on its own schedule
+  tick like the sweep.
 
 This module only composes them: what starts in which order, and what stops in the reverse one. The
 process it all runs in (ports, environment, cached clients) is ``processes``'. Everything stops with
@@ -29,13 +34,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from tokenflow_local import embedded_aws, lambda_runtime, moto_speedups, resources, stack_record, triggers
+from tokenflow_local.blynk_sim import BlynkSimulator
 from tokenflow_local.embedded_aws import SECRET_ENV, MotoServer
 from tokenflow_local.lambda_runtime import INVOKE_PATH, AsyncFunction, FunctionError, LambdaEndpoint
 from tokenflow_local.particle_sim import ParticleSimulator
+from tokenflow_local.particle_sim_integrations import Integration
 from tokenflow_local.processes import (
     PortInUse,
     ProcessEnvironment,
@@ -67,6 +75,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+BLYNK_INTEGRATION = Path(__file__).resolve().parents[2] / "firmware" / "integrations" / "blynk_https_get.json"
 
 # Each server of the stack: what it is, and the option of `python -m tokenflow_local.run` that moves it.
 SERVERS = {
@@ -101,6 +111,9 @@ class LocalStack:
         device_first_retry: float = 2.0,
         device_max_retry: float = 30.0,
         particle_token: str | None = None,
+        blynk_region: str = "ny3",
+        verify_interval: float | None = None,
+        data_interval: float = 5.0,
     ) -> None:
         self.host = host
         self.ports = {"aws": aws_port, "api": api_port, "particle": particle_port, "lambda": lambda_port}
@@ -118,6 +131,10 @@ class LocalStack:
         self.device_max_retry = device_max_retry
         self.particle_token = particle_token or f"sim-{secrets.token_hex(12)}"
         self.webhook_secret = secrets.token_urlsafe(24)  # new every run, as an operator would choose
+        self.blynk_region = blynk_region  # the BlynkRegion parameter and the integration's region
+        self.verify_interval = verify_interval if verify_interval is not None else sweep_interval
+        self.data_interval = data_interval  # how often a simulated device publishes its readings
+        self.blynk: BlynkSimulator | None = None
         self.errors: list[FunctionError] = []
         self.deployment = StackResources(stack_name)
         # The deployment's names, shared with self.deployment (the same dicts, filled as it creates).
@@ -171,6 +188,8 @@ class LocalStack:
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
             "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+            # The verify function's Blynk: the simulator, every region on one port.
+            "BLYNK_URL_TEMPLATE": self.blynk.url_template if self.blynk else "",
             **SECRET_ENV,
         }
 
@@ -198,6 +217,7 @@ class LocalStack:
         self.moto = MotoServer(self.host, self.ports["aws"])
         self.moto.start()
         self.ports["aws"] = self.moto.get_host_and_port()[1]
+        self._start_blynk()
         self._start_simulator()
         self.deployment.create(
             self.client,
@@ -242,6 +262,9 @@ class LocalStack:
         if self.simulator is not None:
             with contextlib.suppress(Exception):
                 self.simulator.stop()
+        if self.blynk is not None:
+            with contextlib.suppress(Exception):
+                self.blynk.stop()
         if self.moto is not None:
             # moto's state lives in this process: leave it empty for whatever runs next here.
             with contextlib.suppress(Exception):
@@ -250,6 +273,17 @@ class LocalStack:
         self._environment.restore()
 
     # ---- the parts, in the order they start -------------------------------------------------------
+
+    def _start_blynk(self) -> None:
+        self.blynk = BlynkSimulator(self.host, 0).start()
+        self.parameters.update(BlynkRegion=self.blynk_region)
+
+    def register_blynk_tokens(self, tokens: Iterable[str], region: str | None = None) -> None:
+        """The tokens exist in Blynk, in ``region`` (the stack's own by default), as the static tokens
+        of the template an export came from do."""
+        assert self.blynk is not None
+        for token in tokens:
+            self.blynk.add_token(token, region or self.blynk_region)
 
     def _start_simulator(self) -> None:
         try:
@@ -266,6 +300,10 @@ class LocalStack:
         self.simulator.add_devices(self.fleet_size, quarantined=self.quarantined, denied=self.denied)
         self.simulator.start()
         self.parameters.update(ParticleProduct=self.simulator.product, ParticleApiUrl=self.simulator.url)
+        if self.blynk is not None:
+            self.simulator.integrations.add(
+                Integration.from_file(BLYNK_INTEGRATION, f"{self.blynk.url}/{self.blynk_region}")
+            )
 
     def _build_functions(self) -> None:
         """The asynchronously invoked functions, with the template's EventInvokeConfig."""
@@ -292,6 +330,16 @@ class LocalStack:
             errors=self.errors,
             coalesce=True,
         )
+        if "verify" in names:
+            self.functions["verify"] = AsyncFunction(
+                "verify",
+                names["verify"],
+                retries=0,  # the template's EventInvokeConfig and schedule RetryPolicy: 0
+                retry_delay=self.retry_delay,
+                on_failure=None,
+                errors=self.errors,
+                coalesce=True,
+            )
 
     def _start_triggers(self) -> None:
         notifications = triggers.S3Notifications(
@@ -306,6 +354,12 @@ class LocalStack:
         self._loops.append(
             triggers.schedule_loop(self.functions["sweep"].submit, self.sweep_interval, self.errors)
         )
+        if "verify" in self.functions:  # the same SweepSchedule starts it on AWS
+            self._loops.append(
+                triggers.schedule_loop(
+                    self.functions["verify"].submit, self.verify_interval, self.errors, name="verify-schedule"
+                )
+            )
         queue_url, batch, concurrency = self.deployment.sqs_event_source("AssignFunction")
         self._loops += triggers.sqs_pollers(
             self.client("sqs"),
@@ -352,6 +406,7 @@ class LocalStack:
             interval=self.device_interval,
             first_retry=self.device_first_retry,
             max_retry=self.device_max_retry,
+            data_interval=self.data_interval,
         )
         self.fleet.start()
 

@@ -96,7 +96,10 @@ class S3Notifications:
 
 
 def schedule_loop(
-    submit: Callable[[dict[str, Any]], Any], interval: float, errors: list[FunctionError]
+    submit: Callable[[dict[str, Any]], Any],
+    interval: float,
+    errors: list[FunctionError],
+    name: str = "sweep-schedule",
 ) -> Loop:
     """A schedule tick every ``interval`` seconds (never sooner, whatever the submit answers)."""
 
@@ -104,7 +107,7 @@ def schedule_loop(
         submit(lambda_runtime.schedule_event())
         return False
 
-    return Loop("sweep-schedule", tick, interval, errors)
+    return Loop(name, tick, interval, errors)
 
 
 def sqs_pollers(
