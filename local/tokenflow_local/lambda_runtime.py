@@ -110,6 +110,31 @@ def peak_rss_mb() -> float:
     return rusage.getrusage(rusage.RUSAGE_SELF).ru_maxrss / 1024
 
 
+_metrics_flush_lock = threading.Lock()
+
+
+def _serialise_metric_flushes() -> None:
+    """Make Powertools' metric flush atomic across the functions this process runs.
+
+    In Lambda each function has a process of its own; here every function runs in one process, and
+    Powertools keeps one metric set for all ``Metrics`` instances. One handler's flush could then
+    empty the set between another's "is there anything" check and its serialisation, which raises
+    "Must contain at least one metric". Holding a lock over each flush keeps the check and the
+    serialisation together; what a flush carries may still mix functions' metrics (local only)."""
+    from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
+
+    flush = AmazonCloudWatchEMFProvider.flush_metrics
+    if getattr(flush, "_serialised", False):
+        return
+
+    def serialised(self: Any, raise_on_empty_metrics: bool = False) -> None:
+        with _metrics_flush_lock:
+            flush(self, raise_on_empty_metrics)
+
+    serialised._serialised = True  # type: ignore[attr-defined]
+    AmazonCloudWatchEMFProvider.flush_metrics = serialised  # type: ignore[method-assign]
+
+
 def load_handler(name: str, *, fresh: bool = False, instance: str = "") -> ModuleType:
     """Import ``functions/<name>/app.py`` under a module name of its own (every handler file is app.py).
 
@@ -123,6 +148,7 @@ def load_handler(name: str, *, fresh: bool = False, instance: str = "") -> Modul
     spec = importlib.util.spec_from_file_location(module_name, FUNCTIONS / name / "app.py")
     if spec is None or spec.loader is None:
         raise ImportError(f"no handler for function {name}")
+    _serialise_metric_flushes()
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
