@@ -44,43 +44,37 @@ def devices_in_state(
 def note_attempt(db: Table, device_id: str, token_tid: str, error: str, now: str) -> None:
     """Note a failed Ledger write that will be retried (no state change); nothing when the device
     no longer holds that token."""
-    with _unless_changed():
-        db.call(
-            "UpdateItem",
-            TableName=db.name,
-            Key=Keys.device(device_id),
-            ConditionExpression="token_id = :tid",
-            UpdateExpression="SET last_error = :err, updated_at = :now ADD attempts :one",
-            ExpressionAttributeValues=to_item({":tid": token_tid, ":err": error, ":now": now, ":one": 1}),
-        )
+    _note(db, device_id, ("token_id", token_tid), {"last_error": error, "updated_at": now}, "attempts")
 
 
 def note_clear_attempt(db: Table, device_id: str, error: str, now: str) -> None:
     """Note a failed write of the cleared state (the device stays ``clearing``; it is retried)."""
-    with _unless_changed():
-        db.call(
-            "UpdateItem",
-            TableName=db.name,
-            Key=Keys.device(device_id),
-            ConditionExpression="#state = :clearing",
-            UpdateExpression="SET last_error = :err, updated_at = :now ADD attempts :one",
-            ExpressionAttributeNames={"#state": "state"},
-            ExpressionAttributeValues=to_item(
-                {":clearing": "clearing", ":err": error, ":now": now, ":one": 1}
-            ),
-        )
+    _note(db, device_id, ("state", "clearing"), {"last_error": error, "updated_at": now}, "attempts")
 
 
 def note_redelivery(db: Table, device_id: str, token_tid: str, now: str) -> None:
     """Note that a held token was asked for again; nothing when the device moved on meanwhile."""
+    _note(db, device_id, ("token_id", token_tid), {"redelivered_at": now, "updated_at": now}, "redeliveries")
+
+
+def _note(
+    db: Table, device_id: str, expect: tuple[str, str], values: Mapping[str, str], counter: str
+) -> None:
+    """Set ``values`` and count one more ``counter`` on a device whose ``expect`` attribute still has
+    the expected value; nothing when the device moved on meanwhile."""
+    names = {"#expect": expect[0], "#counter": counter, **{f"#v{i}": name for i, name in enumerate(values)}}
+    sets = ", ".join(f"#v{i} = :v{i}" for i in range(len(values)))
     with _unless_changed():
         db.call(
             "UpdateItem",
             TableName=db.name,
             Key=Keys.device(device_id),
-            ConditionExpression="token_id = :tid",
-            UpdateExpression="SET redelivered_at = :now, updated_at = :now ADD redeliveries :one",
-            ExpressionAttributeValues=to_item({":tid": token_tid, ":now": now, ":one": 1}),
+            ConditionExpression="#expect = :expect",
+            UpdateExpression=f"SET {sets} ADD #counter :one",
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=to_item(
+                {":expect": expect[1], ":one": 1, **{f":v{i}": v for i, v in enumerate(values.values())}}
+            ),
         )
 
 
