@@ -74,7 +74,8 @@ class Rig:
                 request = AssignRequest.from_message(json.loads(message["Body"]))
                 self.requests.append(request)
                 try:
-                    self.outcomes[self.assigner.assign(request)] += 1
+                    receives = int(message.get("Attributes", {}).get("ApproximateReceiveCount", 1))
+                    self.outcomes[self.assigner.assign(request, receives)] += 1
                 except RetryLater:
                     continue  # back to the queue (visibility 0: at once)
                 self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])

@@ -120,19 +120,28 @@ class Assigner:
 
     def assign(self, request: AssignRequest, receive_count: int = 1) -> str:
         """Serve one device; returns what happened (delivered, redelivered, waiting, cleared, retired,
-        done, failed, clear-failed) or raises RetryLater."""
+        done, failed, in-flight) or raises RetryLater."""
         device_id = request.device_id
         state = request.seen_state
         # What this worker wrote into the device's Ledger without being able to record it (a token
         # id, or CLEARED), because the device changed meanwhile: the Ledger must then be made to match
         # whatever the device's record now says, unless it already does.
         wrote: str | None = None
+        # Set when this worker found the device without a token and lost it to another worker's
+        # claim. On a message's first receive that claim is another message's (a duplicate), whose
+        # worker is writing the Ledger right now: a second write is only waste, and if that worker
+        # dies its own message comes back. A message received again may be the one whose earlier
+        # attempt made the claim and failed: it writes.
+        lost_claim = False
         for _ in range(6):
             try:
                 if state in (None, "waiting") or (state == "retired" and request.reason == "manual"):
                     if request.reason == "clear" or wrote not in (None, CLEARED):
                         self._write_clear(device_id, None, receive_count)
+                    lost_claim = True  # stays set only if the claim below raises Changed
                     return self._serve_new(request, state, receive_count)
+                if state == "pending" and lost_claim and wrote is None and receive_count == 1:
+                    return "in-flight"
                 if state in ("pending", "failed"):
                     return self._deliver_held(device_id, state, receive_count)
                 if state == "clearing":
