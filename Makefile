@@ -16,7 +16,7 @@ export SAM_CLI_TELEMETRY := 0
 DEVICES ?= 25
 TOKENS ?= 30
 
-.PHONY: help venv particle-sdk lint test test-fast test-unit test-integration test-e2e template firmware-test sam-build run bench lock deploy clean
+.PHONY: help venv chromium particle-sdk lint test test-fast test-unit test-integration test-e2e template firmware-test sam-build run bench lock deploy clean
 
 help:
 	@echo "make run    - the whole system on this machine (no AWS account, no Docker)"
@@ -91,9 +91,17 @@ $(SDK_STAMP): $(SDK_DIR)/package.json $(SDK_DIR)/package-lock.json
 
 particle-sdk: $(SDK_STAMP)
 
+# Headless Chromium for the console's browser tests (tests/browser, Playwright pointed at it: its own
+# browser download is not used). Debian's package; nothing to do when it is installed. Needs root.
+CHROMIUM := /usr/bin/chromium
+
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	else apt-get update && apt-get install -y --no-install-recommends chromium; fi
+
 # Every test, slow ones included. Any --dist mode is correct (tests/e2e/conftest.py: each end-to-end
 # test reaches its point of the story on its own); loadfile starts each module's local stack once.
-test: lint template firmware-test $(STAMP) $(SDK_STAMP)
+test: lint template firmware-test chromium $(STAMP) $(SDK_STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 	$(MAKE) sam-build
 
