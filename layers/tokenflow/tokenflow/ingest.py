@@ -179,6 +179,8 @@ class Importer:
         )
         metrics.add_metric(name="TokensImported", unit="Count", value=added)
         metrics.add_metric(name="RowsRejected", unit="Count", value=len(problems))
+        # Rows with a valid token, new or already stored (the report's tokens_valid).
+        metrics.add_metric(name="RowsAccepted", unit="Count", value=int(summary["tokens_valid"]))
         outcome = self._file_away(key, sha256, report, data)
         if added and self.on_tokens_added:
             self.on_tokens_added(added)

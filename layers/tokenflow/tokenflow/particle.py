@@ -284,6 +284,27 @@ class ParticleClient:
             raise ParticleError(f"GET {_route(path)} answered without a device id", 200)
         return Device.from_api(body)
 
+    def device_id_for_serial(self, serial_number: str) -> str | None:
+        """The device id printed under this serial number; None when Particle knows no such serial.
+
+        ``GET /v1/serial_numbers/{serial_number}`` is Particle's "Look up device identification
+        from a serial number" (Cloud API reference; particle-api-js ``lookupSerialNumber``). It
+        answers the device id and, for cellular devices, the SIM's ICCID: published examples read
+        ``device_id`` (a jq script over the answer) or ``deviceID`` (an API summary), so both are
+        accepted. It is rate limited for security, 50 requests an hour (Particle's "Serial number
+        management" note and the Swift client's documentation of the call): an operator's search,
+        never a sweep. It also finds devices not (yet) in the product.
+        """
+        path = f"/v1/serial_numbers/{quote(serial_number, safe='')}"
+        try:
+            body = self._request("GET", path)
+        except ParticleNotFound:
+            return None
+        device_id = body.get("device_id") or body.get("deviceID")
+        if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
+            return None
+        return device_id
+
     def token_expires_at(self) -> str | None:
         """When the access token expires (ISO 8601), or None when it does not.
 
@@ -404,6 +425,7 @@ class ParticleClient:
                 if response.status_code < 400:
                     return _json_body(method, path, response)
                 failure = _error_for(method, path, response, access_token)
+                _count_answer(response.status_code)
                 if response.status_code not in RETRYABLE_STATUSES:
                     raise failure
                 wait = _retry_after(response)
@@ -424,6 +446,18 @@ class ParticleClient:
                 self.sleep(backoff)
             # else the next _pace() waits for the pause
         raise AssertionError("unreachable")
+
+
+def _count_answer(status: int) -> None:
+    """Every 429 and 5xx Particle answers, retried or not, as a metric of the calling function (the
+    dashboard's Particle widget): how often the cloud pushes back, which the retries otherwise hide."""
+    name = "ParticleRateLimited" if status == 429 else "ParticleServerErrors" if status >= 500 else None
+    if name is None:
+        return
+    # Imported here: the CLI imports this module for its constants and never sends (no Powertools).
+    from tokenflow.observability import metrics
+
+    metrics.add_metric(name=name, unit="Count", value=1)
 
 
 def _check_device_id(device_id: object) -> None:

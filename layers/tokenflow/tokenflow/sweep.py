@@ -219,7 +219,14 @@ class Sweeper:
     # ---- pages ---------------------------------------------------------------------------------
 
     def _begin(self, result: SweepResult) -> tuple[int, str]:
-        result.available_tokens = self.store.summary()["tokens"]["available"]
+        summary = self.store.summary()
+        result.available_tokens = summary["tokens"]["available"]
+        # Gauges from the read the run makes anyway, published before the listing so that a run
+        # Particle refuses (a 401 pauses assignment too) still shows them: the stock (LowStockAlarm),
+        # the waiting devices and the paused state (1 while assignment is paused, store/pause.py).
+        metrics.add_metric(name="AvailableTokens", unit="Count", value=result.available_tokens)
+        metrics.add_metric(name="DevicesWaitingNow", unit="Count", value=summary["devices"]["waiting"])
+        metrics.add_metric(name="AssignmentPausedNow", unit="Count", value=int(summary["paused"] is not None))
         stale_before = _iso(self.now() - timedelta(seconds=self.stale_after))
         return result.available_tokens, stale_before
 
@@ -264,7 +271,6 @@ class Sweeper:
         return len(sent)
 
     def _finish(self, result: SweepResult) -> None:
-        metrics.add_metric(name="AvailableTokens", unit="Count", value=result.available_tokens)
         metrics.add_metric(name="DevicesQueued", unit="Count", value=result.queued_total)
         metrics.add_metric(name="SweepPagesListed", unit="Count", value=result.pages)
         logger.info("Sweep finished", extra={"result": result.__dict__})
