@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
-import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -54,49 +53,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-class Progress:
-    """An S3 transfer callback printing whole percents on one stderr line.
-
-    boto3 may call it from several transfer threads at once, hence the lock.
-    """
-
-    def __init__(self, total: int, label: str, stream: IO[str] | None = None) -> None:
-        self.total = total
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.done = 0
-        self.shown = -1
-        self._lock = threading.Lock()
-
-    def __call__(self, transferred: int) -> None:
-        with self._lock:
-            self.done += transferred
-            percent = 100 if self.total == 0 else min(100, self.done * 100 // self.total)
-            if percent != self.shown:
-                self.shown = percent
-                self.stream.write(f"\r{self.label}: {percent}%")
-                self.stream.flush()
-
-    def finish(self) -> None:
-        if self.shown < 100:  # an empty file makes no callback at all
-            self.shown = 100
-            self.stream.write(f"\r{self.label}: 100%")
-        self.stream.write("\n")
-        self.stream.flush()
-
-
 def upload(
-    session: boto3.session.Session, endpoint: str | None, path: Path, bucket: str, stream: IO[str]
+    session: boto3.session.Session,
+    endpoint: str | None,
+    path: Path,
+    bucket: str,
+    progress: Callable[[int], None] | None = None,
 ) -> str:
-    """Upload ``path`` to ``s3://bucket/incoming/<name>``, showing progress; the object key."""
+    """Upload ``path`` to ``s3://bucket/incoming/<name>``; the object key.
+
+    ``progress`` is called with each chunk's byte count, from boto3's transfer threads.
+    """
     # S3 notification suffix filters are case-sensitive: "export.ZIP" would never be imported.
     key = INCOMING_PREFIX + path.stem + path.suffix.lower()
     client: Any = session.client("s3", endpoint_url=endpoint)
-    progress = Progress(path.stat().st_size, f"upload {path.name}", stream)
     try:
         client.upload_file(str(path), bucket, key, Callback=progress)
     except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
-        progress.stream.write("\n")
         raise CliError(f"upload to s3://{bucket}/{key} failed: {exc}") from None
-    progress.finish()
     return key
