@@ -8,21 +8,29 @@ STORY, see tests/e2e/conftest.py: each test also passes alone, replaying the ste
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
+import os
+import pty
 import re
+import struct
+import subprocess
+import sys
+import termios
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from botocore.credentials import Credentials
 
-from tests.e2e.conftest import DEVICES, QUARANTINED, Story, device_ledgers, eventually
+from tests.e2e.conftest import DEVICES, QUARANTINED, Story, device_ledgers, eventually, sim_api
 from tokenflow.tokens import token_id
 from tokenflow_cli.client import CliError, sign_headers, token_ref_for_url
-from tokenflow_cli.main import main
+from tokenflow_cli.main import LOCAL_BUCKET, main
 from tokenflow_local.sample_export import csv_text, make_export, make_tokens
 from tokenflow_local.stack import LocalStack
 
@@ -33,6 +41,8 @@ TOKENS = 20
 SAMPLE = {t.token: t for t in make_tokens(TOKENS, seed=1)}
 UNKNOWN_DEVICE = "0" * 24
 STORY = Story()
+TOKENFLOW = [sys.executable, "-m", "tokenflow_cli.main"]  # the CLI as its own process
+ESCAPE = "\x1b["  # any ANSI escape sequence: colour, bold
 
 
 def tokenflow(*argv: str) -> tuple[int, str, str]:
@@ -379,3 +389,233 @@ def test_missing_credentials_are_one_line_on_stderr(monkeypatch, tmp_path: Path)
     code, out, err = tokenflow("--api-url", "http://127.0.0.1:9", "--profile", "keyless", "summary")
     assert code == 1 and out == ""
     assert "no AWS credentials" in one_line_error(err)
+
+
+# ---- the CLI as a process: pipes, terminals, completion, the console --------------------------------
+
+
+def process_env(**changes: str | None) -> dict[str, str]:
+    """This process's environment without the variables that choose colour, then ``changes``."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TTY_COMPATIBLE")}
+    env.update({k: v for k, v in changes.items() if v is not None})
+    return env
+
+
+def in_terminal(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
+    """Run ``argv`` with its stdout on a pseudo-terminal 400 columns wide; (exit status, what it showed)."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 400, 0, 0))
+    process = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=follower, stderr=subprocess.DEVNULL, env=env
+    )
+    os.close(follower)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(leader, 1 << 16)
+        except OSError:  # EIO: the process closed its end of the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(leader)
+    return process.wait(timeout=60), shown.decode().replace("\r\n", "\n")
+
+
+@pytest.mark.story_after("test_upload_waits_for_the_import_and_reports_it")
+def test_tables_are_coloured_on_a_terminal_and_plain_with_no_color_or_off_a_terminal(stack):
+    argv = [*TOKENFLOW, "--api-url", stack.api_url, "--no-sign", "devices", "--state", "confirmed"]
+    ids = {d["device_id"] for d in json_of(cli_for(stack), "devices", "--state", "confirmed")["devices"]}
+
+    code, coloured = in_terminal(argv, process_env())
+    assert code == 0 and ESCAPE in coloured  # bold headers, states in colour
+    assert ids <= set(re.findall(r"\b[0-9a-f]{24}\b", coloured))
+
+    code, plain = in_terminal(argv, process_env(NO_COLOR="1"))
+    assert code == 0 and ESCAPE not in plain, plain
+    assert plain.splitlines()[0].split()[:4] == ["DEVICE", "STATE", "TOKEN", "FINGERPRINT"]
+    assert {row.split()[0] for row in plain.splitlines()[1:]} == ids
+
+    # A pipe is no terminal, whatever FORCE_COLOR says: one row per line, nothing but text.
+    piped = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=process_env(FORCE_COLOR="1"))
+    assert piped.returncode == 0 and ESCAPE not in piped.stdout + piped.stderr
+    assert {row.split()[0] for row in piped.stdout.splitlines()[1:]} == ids
+    assert all(row == row.rstrip() for row in piped.stdout.splitlines())
+    assert piped.stderr == "20 devices\n"
+
+
+@pytest.mark.parametrize(
+    "argv", [["devices"], ["--json", "summary"], ["--help"]], ids=["table", "json", "help"]
+)
+def test_a_closed_stdout_pipe_ends_quietly(stack, argv):
+    # `tokenflow devices | head -1`: the reader is gone before the answer is written (here before
+    # the process even starts, so the write always meets the closed pipe).
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [*TOKENFLOW, "--api-url", stack.api_url, "--no-sign", *argv],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            env=process_env(),
+        )
+    finally:
+        os.close(write)
+    assert done.stderr == ""  # no traceback, no "Broken pipe" line
+    assert done.returncode == 1
+
+
+def test_shell_completion_script_and_answers_come_from_the_cli():
+    script = subprocess.run(
+        TOKENFLOW,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=process_env(_TOKENFLOW_COMPLETE="bash_source"),
+    )
+    assert script.returncode == 0, script.stderr
+    assert "complete -o nosort -F _tokenflow_completion tokenflow" in script.stdout
+    assert "_TOKENFLOW_COMPLETE=bash_complete" in script.stdout
+
+    # What bash asks when the user presses Tab after `tokenflow devices --state c`.
+    answer = subprocess.run(
+        TOKENFLOW,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=process_env(
+            _TOKENFLOW_COMPLETE="bash_complete", COMP_WORDS="tokenflow devices --state c", COMP_CWORD="3"
+        ),
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert sorted(answer.stdout.split()) == ["plain,clearing", "plain,confirmed"]
+
+
+@pytest.mark.story_after("test_upload_waits_for_the_import_and_reports_it")
+def test_json_output_is_the_api_answer_byte_for_byte(stack, cli):
+    api = stack.api_url
+    qr = next(t.qr_token for t in SAMPLE.values())
+
+    def same(path: str, *argv: str, wrap: Callable[[Any], Any] = lambda a: a) -> None:
+        answer = requests.get(api + path, timeout=10).json()
+        code, out, err = cli("--json", *argv)
+        assert code == 0, err
+        assert out == json.dumps(wrap(answer), indent=2, ensure_ascii=False) + "\n"
+
+    same(f"/tokens/{qr}", "find", qr)
+    same("/imports?limit=20", "imports")
+    # Waiting devices: the verify function's Blynk checks, every second here, touch confirmed ones.
+    listing = ("/devices?state=waiting&limit=50", "devices", "--state", "waiting")
+    eventually(lambda: same(*listing, wrap=lambda a: {**a, "cursor": None}), 20)
+
+
+@pytest.mark.story_after("test_upload_waits_for_the_import_and_reports_it")
+def test_imports_lists_each_import_and_shows_one_by_the_start_of_its_id(cli):
+    code, out, err = cli("imports")
+    assert code == 0, err
+    rows = out.splitlines()
+    assert rows[0].split() == ["IMPORT", "STATUS", "ADDED", "KNOWN", "REJECTED", "FINISHED", "FILE"]
+    short = rows[1].split()[0]
+    assert len(short) == 12 and "processed" in rows[1] and rows[1].endswith("incoming/first export.zip")
+
+    code, out, err = cli("imports", short)
+    assert code == 0, err
+    assert re.search(rf"^import\s+{short}[0-9a-f]{{52}}$", out, re.M), out
+    assert re.search(r"^tokens added\s+20$", out, re.M), out
+
+    code, out, err = cli("imports", "abc")
+    assert code == 1 and out == "" and "64 hex characters" in one_line_error(err)
+
+
+@pytest.mark.story_after("test_upload_waits_for_the_import_and_reports_it")
+def test_the_device_list_shows_each_devices_qr_token_and_the_exports_columns(stack, cli):
+    held = device_ledgers(stack)
+    listed = json_of(cli, "devices", "--state", "confirmed")["devices"]
+    assert {d["device_id"] for d in listed} == set(held)
+    for device in listed:
+        sample = SAMPLE[held[device["device_id"]]]
+        assert device["qr_token"] == sample.qr_token
+        assert device["metadata"] == {
+            "Serial Number": sample.serial_number,
+            "Device Name": sample.device_name,
+        }
+
+    code, out, err = cli("devices", "--state", "confirmed")
+    assert code == 0, err
+    rows = out.splitlines()
+    assert rows[0].split()[:5] == ["DEVICE", "STATE", "TOKEN", "FINGERPRINT", "QR"]
+    for row in rows[1:]:
+        assert row.split()[4] == SAMPLE[held[row.split()[0]]].qr_token, row
+
+
+def test_console_starts_the_web_console_or_says_in_one_line_why_not(stack):
+    try:
+        import tokenflow_cli.console.server  # noqa: F401 (is the console there to start?)
+    except ImportError:
+        code, out, err = tokenflow("--api-url", stack.api_url, "--no-sign", "console", "--port", "0")
+        assert code == 1 and out == ""
+        assert "the web console is not available" in one_line_error(err)
+        return
+    port = free_port()
+    process = subprocess.Popen(
+        [*TOKENFLOW, "--api-url", stack.api_url, "--no-sign", "console", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=process_env(),
+    )
+    try:
+
+        def serving() -> None:
+            try:
+                response = requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+            except requests.ConnectionError:
+                raise AssertionError("not listening yet") from None
+            assert response.status_code == 200
+
+        eventually(serving, 30)
+    finally:
+        process.send_signal(2)  # Ctrl-C
+        code = process.wait(timeout=30)
+    assert code == 0, process.stderr.read() if process.stderr else ""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@STORY.step
+def test_a_top_up_with_local_upload_serves_new_devices_and_wait_sees_the_fleet_served(
+    stack: LocalStack, tmp_path: Path
+):
+    # The README's top-up: new devices join the product, an export goes up with `tokenflow --local
+    # upload` (the local stack's bucket and any keys), and `tokenflow wait` returns once all are served.
+    assert stack.bucket == LOCAL_BUCKET
+    cli = cli_for(stack)
+    before = json_of(cli, "summary")["devices"]
+    sim_api(stack, "/devices", "POST", json={"count": 3})
+
+    def new_devices_wait():
+        assert json_of(cli, "summary")["devices"]["waiting"] == before["waiting"] + 3
+
+    eventually(new_devices_wait, 30)
+    export = tmp_path / "more.zip"
+    export.write_bytes(make_export(3, seed=7))
+    local = ["--local", "--api-url", str(stack.api_url), "--aws-endpoint", stack.aws_url]
+
+    code, out, err = tokenflow(*local, "upload", str(export), "--timeout", "60")
+    assert code == 0, err
+    assert re.search(r"^tokens added\s+3$", out, re.M), out
+
+    code, out, err = tokenflow(*local, "wait", "--timeout", "60")
+    assert code == 0, err
+    devices = json_of(cli, "summary")["devices"]
+    assert devices["confirmed"] == before["confirmed"] + 3 and devices["waiting"] == before["waiting"]
+    assert f"confirmed: {devices['confirmed']}/{devices['confirmed']}" in err
+    assert out.startswith("fleet served: ") and f"{devices['confirmed']} confirmed" in out

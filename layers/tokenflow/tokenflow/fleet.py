@@ -223,13 +223,17 @@ class Fleet:
         items = self.store.get_devices(ids) if ids else {}
         # An item that changed state between the index read and the item read is shown as it is now.
         now = self.now()
-        devices = [device_view(items[i], now=now, window=window) for i in ids if i in items]
-        if window is not None:
-            devices = [
-                d
-                for i, d in zip([i for i in ids if i in items], devices, strict=True)
-                if liveness.straggler(items[i], now, window)
-            ]
+        kept = [
+            i for i in ids if i in items and (window is None or liveness.straggler(items[i], now, window))
+        ]
+        # Each device's QR token and export columns, as GET /devices/{id} shows them: one GetItem
+        # per token held (the token's projection, never the AuthToken or the QR image).
+        held = dict.fromkeys(items[i]["token_id"] for i in kept if items[i].get("token_id"))
+        tokens = {tid: self.store.get_token(tid) or {} for tid in held}
+        devices = [
+            device_view(items[i], tokens.get(items[i].get("token_id") or ""), now=now, window=window)
+            for i in kept
+        ]
         return {"devices": devices, "cursor": next_cursor}
 
     def device_qr(self, device_id: str) -> bytes:
