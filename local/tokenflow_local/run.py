@@ -232,6 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 console.say(
                     f"  {eligible - args.tokens} devices wait for tokens: drop another export to top them up."
                 )
+        elif args.no_export:
+            console.say(
+                f"No sample export dropped (--no-export): the {eligible} devices wait for tokens. Upload an "
+                "export to serve them: .venv/bin/tokenflow --local upload <export.zip>"
+            )
         console.say("Summary:")
         console.say(json.dumps(summary(stack), indent=2, default=str))
         first = next((d["id"] for d in stack.simulator.devices() if not d["quarantined"]), None)
