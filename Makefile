@@ -105,8 +105,9 @@ test: lint template firmware-test chromium $(STAMP) $(SDK_STAMP)
 	$(BIN)/pytest -q -n 2 --dist loadfile
 	$(MAKE) sam-build
 
+# State survives a restart (.local-state/state); FRESH=1 starts clean.
 run: $(STAMP)
-	$(BIN)/python -m tokenflow_local.run --devices $(DEVICES) --tokens $(TOKENS)
+	$(BIN)/python -m tokenflow_local.run --devices $(DEVICES) --tokens $(TOKENS) $(if $(FRESH),--fresh)
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_ingest.py

@@ -32,9 +32,13 @@ flash), never the cloud's current instance:
   local stack). It goes to the Particle simulator's ``POST /_sim/events``, which forwards it through
   the Blynk integration (``particle_sim_integrations``).
 
-The fleet reads every device's own copy from the simulator's control API in one request per tick
+The fleet reads every device's own copy from the simulator's control API in one request
 (``GET /_sim/device-ledgers``), which is how each device learns of its syncs, without one request per
-device per tick.
+device. Running in the background (``start()``), it then sleeps in a long poll of the same route
+(``?since=<version>&wait=..``) that the simulator answers the moment a device's copy, connection,
+boot or product fields change, with only the devices that changed; it wakes on its own only when a
+device's timer is due (a report's backoff, the next readings, the first-sync grace). An idle fleet
+makes no request at all between those. ``step()`` is one full tick (every device), as before.
 
     fleet = DeviceFleet("http://127.0.0.1:4000", "http://127.0.0.1:3000/webhooks/particle", secret)
     fleet.start(); ...; fleet.stop()
@@ -42,6 +46,7 @@ device per tick.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -69,6 +74,7 @@ LEDGER_TOKEN_KEY = "blynk_token"  # noqa: S105 (the Ledger key's name, TOKENFLOW
 LEDGER_STATE_KEY = "state"
 SECRET_HEADER = "X-Tokenflow-Secret"  # noqa: S105 (a header name)
 DATA_EVENT = "blynk_https_get"  # TOKENFLOW_BLYNK_EVENT in the firmware
+MAX_WAIT = 20.0  # seconds: the longest long poll of the simulator (its MAX_WAIT_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,8 @@ class DeviceFleet:
         self.session = requests.Session()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="device")
         self._lock = threading.Lock()
+        self._views: dict[str, dict[str, Any]] = {}  # device id -> its latest view from the simulator
+        self.version = 0  # the simulator's change version self._views is up to date with
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -212,18 +220,66 @@ class DeviceFleet:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread:
+        if self._thread and self._thread.is_alive():
+            # End the long poll the fleet may be sleeping in (else it would wait out its timeout).
+            with contextlib.suppress(requests.RequestException):
+                requests.post(f"{self.particle_url}/_sim/wake", timeout=5)
             self._thread.join(timeout=15)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.session.close()
 
     def _run(self) -> None:
+        synced = False  # whether self._views holds every device (a full read since the last failure)
         while not self._stop.is_set():
             try:
-                self.step()
+                if not synced:
+                    self.step()
+                    synced = True
+                else:
+                    self._wait_and_tick()
             except requests.RequestException as exc:  # the simulator is stopping or busy: next tick
                 self._note(f"tick: {type(exc).__name__}")
+                synced = False
+            # At most one tick per interval: changes that land meanwhile are handled together.
             self._stop.wait(self.interval)
+
+    def _wait_and_tick(self) -> int:
+        """Sleep until a device changes in the simulator or a device's timer is due, then tick."""
+        wait = self.next_due_in()
+        answer = self._get(
+            "/_sim/device-ledgers",
+            params={
+                "prefix": self.prefix,
+                "ledger": self.ledger,
+                "since": str(self.version),
+                "wait": f"{wait:.3f}",
+            },
+            timeout=wait + 10,
+        )
+        with self._lock:
+            self.version = int(answer.get("version", self.version))
+            for view in answer["devices"]:
+                self._views[view["device_id"]] = view
+        return self._tick()
+
+    def next_due_in(self) -> float:
+        """Seconds until the first device timer comes due: a report (its backoff), a readings publish,
+        the end of a first-sync grace; MAX_WAIT when none is set (the long poll's longest)."""
+        now = self.clock()
+        due = now + MAX_WAIT
+        with self._lock:
+            for device in self.devices.values():
+                if not device.online:
+                    continue
+                if not device.busy and device.next_report != float("inf"):
+                    status = device.pending or ""
+                    if device.triggers != device.acked or status != device.reported or _asks(status):
+                        due = min(due, device.next_report)
+                if device.uses:
+                    due = min(due, device.readings_at + self.data_interval)
+                elif device.holds and self.first_sync_grace and device.connected_at is not None:
+                    due = min(due, device.connected_at + self.first_sync_grace)
+        return min(MAX_WAIT, max(0.0, due - now))
 
     # ---- what the fleet reports and holds ------------------------------------------------------------
 
@@ -260,14 +316,19 @@ class DeviceFleet:
 
     def step(self) -> int:
         """Read every device's own Ledger copy once, publish what is due; the number of reports sent."""
-        views = self._get("/_sim/device-ledgers", params={"prefix": self.prefix, "ledger": self.ledger})[
-            "devices"
-        ]
+        answer = self._get("/_sim/device-ledgers", params={"prefix": self.prefix, "ledger": self.ledger})
+        with self._lock:
+            self.version = int(answer.get("version", self.version))
+            self._views = {view["device_id"]: view for view in answer["devices"]}
+        return self._tick()
+
+    def _tick(self) -> int:
+        """Every device against its latest view: publish the reports and readings that are due."""
         now = self.clock()
         due: list[SimulatedDevice] = []
         readings: list[tuple[SimulatedDevice, str]] = []
         with self._lock:
-            for view in views:
+            for view in list(self._views.values()):
                 device = self.devices.get(view["device_id"])
                 if device is None:
                     device = self.devices[view["device_id"]] = SimulatedDevice(
@@ -386,8 +447,8 @@ class DeviceFleet:
                 device.next_report = self.clock() + device.retry * (1 + self.jitter * self.rng.random())
         return ok
 
-    def _get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
-        response = self.session.get(f"{self.particle_url}{path}", params=params, timeout=10)
+    def _get(self, path: str, params: dict[str, str] | None = None, timeout: float = 10) -> dict[str, Any]:
+        response = self.session.get(f"{self.particle_url}{path}", params=params, timeout=timeout)
         response.raise_for_status()
         return response.json()
 

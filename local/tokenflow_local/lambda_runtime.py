@@ -135,6 +135,69 @@ def _serialise_metric_flushes() -> None:
     AmazonCloudWatchEMFProvider.flush_metrics = serialised  # type: ignore[method-assign]
 
 
+# functions/<name> -> the function's name as AWS knows it (what the context's function_name and
+# ARN carry); the running stack registers its deployment's names, else the directory name is used.
+deployed_names: dict[str, str] = {}
+
+
+def register_function_names(names: dict[str, str]) -> None:
+    """Name each function's invocations after the deployment's function (``LocalStack`` does this)."""
+    deployed_names.clear()
+    deployed_names.update(names)
+
+
+# Each invocation's own Powertools log keys (formatter id -> keys), set fresh for every invocation.
+_invocation_log_keys: contextvars.ContextVar[dict[int, dict[str, Any]]] = contextvars.ContextVar(
+    "tokenflow_local_invocation_log_keys"
+)
+
+
+class _PerInvocationLogFormat:
+    """``LambdaPowertoolsFormatter.log_format`` (the keys every log line carries), per invocation.
+
+    In Lambda each function has a process of its own, so the one ``Logger`` of ``tokenflow`` (and
+    the keys ``inject_lambda_context`` appends to it: function_name, function_arn, request id, cold
+    start) belongs to one function. Here every function shares the process and that Logger, and
+    concurrent invocations would overwrite each other's keys: an assign line could carry the
+    webhook's function_name. Inside an invocation (``invoke``) the formatter reads and writes a copy
+    of its keys private to that invocation; outside any, the shared keys, as before.
+    """
+
+    def __get__(self, formatter: Any, owner: type | None = None) -> Any:
+        if formatter is None:
+            return self
+        base = formatter.__dict__["_tokenflow_log_format"]
+        keys = _invocation_log_keys.get(None)
+        if keys is None:
+            return base
+        mine = keys.get(id(formatter))
+        if mine is None:
+            mine = keys[id(formatter)] = dict(base)
+        return mine
+
+    def __set__(self, formatter: Any, value: Any) -> None:
+        keys = _invocation_log_keys.get(None)
+        if keys is None or "_tokenflow_log_format" not in formatter.__dict__:
+            formatter.__dict__["_tokenflow_log_format"] = value
+        else:
+            keys[id(formatter)] = value
+
+
+def _isolate_log_keys() -> None:
+    from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+    if isinstance(LambdaPowertoolsFormatter.__dict__.get("log_format"), _PerInvocationLogFormat):
+        return
+    # Formatters built before the patch keep their keys: move them behind the descriptor.
+    import gc
+
+    existing = [f for f in gc.get_objects() if isinstance(f, LambdaPowertoolsFormatter)]
+    LambdaPowertoolsFormatter.log_format = _PerInvocationLogFormat()  # type: ignore[assignment]
+    for formatter in existing:
+        if "log_format" in formatter.__dict__:
+            formatter.__dict__["_tokenflow_log_format"] = formatter.__dict__.pop("log_format")
+
+
 def load_handler(name: str, *, fresh: bool = False, instance: str = "") -> ModuleType:
     """Import ``functions/<name>/app.py`` under a module name of its own (every handler file is app.py).
 
@@ -149,6 +212,7 @@ def load_handler(name: str, *, fresh: bool = False, instance: str = "") -> Modul
     if spec is None or spec.loader is None:
         raise ImportError(f"no handler for function {name}")
     _serialise_metric_flushes()
+    _isolate_log_keys()
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
@@ -161,10 +225,13 @@ def invoke(name: str, event: dict[str, Any], *, instance: str = "", timeout: flo
     handler = load_handler(name, instance=instance).lambda_handler
     limit, memory = function_limits().get(name, (DEFAULT_TIMEOUT_S, DEFAULT_MEMORY_MB))
     limit = limit if timeout is None else timeout
-    context = LambdaContext(function_name=name, memory_limit_in_mb=memory, timeout_s=limit)
+    context = LambdaContext(
+        function_name=deployed_names.get(name, name), memory_limit_in_mb=memory, timeout_s=limit
+    )
     outcome: dict[str, Any] = {}
 
     def run() -> None:
+        _invocation_log_keys.set({})  # this invocation's own log keys (_PerInvocationLogFormat)
         try:
             outcome["answer"] = handler(event, context)
         except BaseException as exc:  # handed to the caller, as Lambda reports a function error
@@ -248,8 +315,10 @@ def poll_once(
     retry_delay: int = 0,
     instance: str = "",
     timeout: float | None = None,
+    wait_seconds: int = 0,
 ) -> int:
-    """One poll of the SQS event source: receive a batch, invoke, delete what succeeded.
+    """One poll of the SQS event source: receive a batch (long-polling up to ``wait_seconds`` for
+    one, as the event source mapping's pollers do), invoke, delete what succeeded.
 
     Failed records (``batchItemFailures``, or all of them when the handler raised) become visible
     again after ``retry_delay`` seconds, as the queue's visibility timeout would make them; except
@@ -258,12 +327,18 @@ def poll_once(
     visibility alone. Returns the number of messages handled (0: the queue was empty).
     """
     answer = sqs.receive_message(
-        QueueUrl=queue_url, MaxNumberOfMessages=batch_size, AttributeNames=["All"], WaitTimeSeconds=0
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=batch_size,
+        AttributeNames=["All"],
+        WaitTimeSeconds=wait_seconds,
     )
     messages = answer.get("Messages", [])
     if not messages:
         return 0
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    arn = _queue_arns.get(queue_url)
+    if arn is None:  # a queue's ARN never changes: asked once, not once per batch
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+        arn = _queue_arns[queue_url] = attributes["QueueArn"]
     _watch_visibility_changes()
     try:
         result = invoke(function, sqs_event(arn, messages), instance=instance, timeout=timeout) or {}
@@ -289,6 +364,8 @@ def poll_once(
             )
     return len(messages)
 
+
+_queue_arns: dict[str, str] = {}
 
 # Receipt handles whose visibility a function changed itself (seen through its SQS client).
 _handed_back: set[str] = set()
@@ -324,6 +401,9 @@ class FunctionError:
     function: str
     error: str
     at: float = field(default_factory=time.time)
+
+
+_WAKE: Any = {"tokenflow-local": "wake"}  # put on a function's queue by stop(): not an event
 
 
 class AsyncFunction:
@@ -366,12 +446,13 @@ class AsyncFunction:
 
     def stop(self) -> None:
         self._stop.set()
+        self._jobs.put(_WAKE)
         if self._thread.is_alive():
             self._thread.join(timeout=30)
 
     def submit(self, event: dict[str, Any]) -> bool:
         """Queue an event; a coalescing function drops it when one is already waiting (same work)."""
-        if self.coalesce and self._jobs.qsize() > 0:
+        if self.coalesce and any(job is not _WAKE for job in list(self._jobs.queue)):
             return False
         self._idle.clear()
         self._jobs.put(event)
@@ -385,28 +466,32 @@ class AsyncFunction:
 
     @property
     def idle(self) -> bool:
-        return self._idle.is_set() and self._jobs.empty()
+        return self._idle.is_set() and all(job is _WAKE for job in list(self._jobs.queue))
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                event = self._jobs.get(timeout=0.2)
-            except queue.Empty:
-                self._idle.set()
+            # Blocks until an event (or stop()'s wake-up) arrives: an idle function costs nothing.
+            event = self._jobs.get()
+            if event is _WAKE:
                 continue
             self._idle.clear()
-            for attempt in range(self.retries + 1):
-                try:
-                    self.call(event)
+            self._run_event(event)
+            if self._jobs.empty():
+                self._idle.set()
+
+    def _run_event(self, event: dict[str, Any]) -> None:
+        for attempt in range(self.retries + 1):
+            try:
+                self.call(event)
+                break
+            except Exception as exc:
+                log.exception("%s failed (attempt %d)", self.function_name, attempt + 1)
+                self.errors.append(FunctionError(self.name, f"{type(exc).__name__}: {exc}"))
+                if attempt == self.retries:
+                    if self.on_failure:
+                        self.on_failure(event, exc)
+                elif self._stop.wait(self.retry_delay):
                     break
-                except Exception as exc:
-                    log.exception("%s failed (attempt %d)", self.function_name, attempt + 1)
-                    self.errors.append(FunctionError(self.name, f"{type(exc).__name__}: {exc}"))
-                    if attempt == self.retries:
-                        if self.on_failure:
-                            self.on_failure(event, exc)
-                    elif self._stop.wait(self.retry_delay):
-                        break
 
 
 def sqs_failure_destination(

@@ -151,6 +151,7 @@ class ParticleSimulator(ControlAPI):
         return self
 
     def stop(self) -> None:
+        self.wake()  # no long poll outlives the server
         self._server.shutdown()
         self._server.server_close()
 

@@ -127,6 +127,7 @@ class CloudAPI(DeviceOS):
                 "notes": None,
             }
             self.device_side[device_id] = DeviceSide(online=online)
+            self._touch(device_id)
             return device_id
 
     def add_devices(
@@ -146,6 +147,7 @@ class CloudAPI(DeviceOS):
         with self.lock:
             self.fleet.pop(device_id, None)
             self.device_side.pop(device_id, None)
+            self._touch(device_id)
 
     def set_device(self, device_id: str, **changes: Any) -> dict[str, Any]:
         """Change a device's product fields (quarantined, denied, name, groups); its new view."""
@@ -161,6 +163,7 @@ class CloudAPI(DeviceOS):
                 device[name] = [str(g) for g in value] if name == "groups" else allowed[name](value)
             if self._reachable(device_id) and not was_reachable:  # e.g. out of quarantine: it syncs
                 self._connect(device_id)
+            self._touch(device_id)
             return dict(device)
 
     def devices(self) -> list[dict[str, Any]]:

@@ -4,7 +4,10 @@ No auth (the simulator's own knobs, never part of Particle's API): ``GET /_sim/s
 ``POST /_sim/faults``, ``POST /_sim/rate-limit``, ``GET|POST /_sim/devices``,
 ``POST /_sim/devices/{id}`` (quarantined, denied, name, groups), ``POST /_sim/devices/{id}/online``,
 ``POST /_sim/devices/{id}/reboot``, ``GET /_sim/device-ledgers`` (every device's own copy, in one
-answer), ``POST /_sim/ledger-sync`` (the sync delay), ``GET /_sim/ledgers``, ``POST /_sim/reset-stats``,
+answer, with the simulator's change ``version``; with ``?since=<version>&wait=<seconds>`` a long poll
+that answers, as soon as something changes, only the devices changed since that version;
+``POST /_sim/wake`` ends such polls at once),
+``POST /_sim/ledger-sync`` (the sync delay), ``GET /_sim/ledgers``, ``POST /_sim/reset-stats``,
 ``POST /_sim/events`` (a device's publish, forwarded through the integrations).
 
 This room owns only the translation of those routes into the Python methods of the rooms below
@@ -23,6 +26,9 @@ from tokenflow_local.particle_sim_cloud import DEVICE_NOT_FOUND
 from tokenflow_local.particle_sim_faults import Faults, RequestGate
 from tokenflow_local.particle_sim_integrations import Integrations
 from tokenflow_local.particle_sim_state import DEFAULT_LEDGER, Answer
+
+# The longest a ``GET /_sim/device-ledgers?since=..&wait=..`` long poll is held open.
+MAX_WAIT_SECONDS = 20.0
 
 CONTROL_DEVICE_PATH = re.compile(r"^/_sim/devices/(?P<device>[0-9a-f]{24})(?:/(?P<action>online|reboot))?$")
 
@@ -43,7 +49,16 @@ class ControlAPI(RequestGate):
         if path == "/_sim/device-ledgers" and method == "GET":
             prefix = query.get("prefix", ["/v1"])[0]
             ledger = query.get("ledger", [DEFAULT_LEDGER])[0]
-            return 200, {}, {"devices": self.device_views(prefix, ledger)}
+            if "since" in query:  # a long poll: only what changed after that version
+                since = int(query["since"][0])
+                wait = min(float(query.get("wait", ["0"])[0]), MAX_WAIT_SECONDS)
+                version, views = self.wait_for_changes(since, wait, prefix, ledger)
+                return 200, {}, {"devices": views, "version": version}
+            with self.lock:
+                return 200, {}, {"devices": self.device_views(prefix, ledger), "version": self.version}
+        if path == "/_sim/wake" and method == "POST":  # ends the device-ledgers long polls
+            self.wake()
+            return 200, {}, {"ok": True}
         if path == "/_sim/ledger-sync" and method == "POST":
             self.set_sync_delay(float(body.get("delay_seconds", 0.0)))
             return 200, {}, {"ok": True, "delay_seconds": self.sync_delay}

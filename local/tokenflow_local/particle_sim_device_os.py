@@ -16,6 +16,7 @@ own instances live in ``SimState.ledgers``; the routes that change them (``parti
 from __future__ import annotations
 
 import heapq
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,13 @@ class DeviceOS(SimState):
         # longer expects it (offline, rebooted) is skipped when it comes due.
         self._sync_queue: list[tuple[float, int, str, tuple[str, str]]] = []
         self._sync_seq = 0
+        # Every change to what a device holds or is (a sync landing, online, a boot, its product
+        # fields, joining or leaving the fleet) bumps ``version`` and wakes ``changes``: the
+        # simulated fleet waits on it (``wait_for_changes``) instead of reading every device in turn.
+        self.version = 0
+        self.changes = threading.Condition(self.lock)
+        self._changed: dict[str, int] = {}  # device id -> the version of its last change
+        self._wakes = 0
 
     def device_ledger(
         self, device_id: str, prefix: str = "/v1", ledger: str = DEFAULT_LEDGER
@@ -81,6 +89,41 @@ class DeviceOS(SimState):
         with self.lock:
             self._settle()
             return [self._device_view(d, (prefix, ledger)) for d in self.fleet]
+
+    def wait_for_changes(
+        self, since: int, timeout: float, prefix: str = "/v1", ledger: str = DEFAULT_LEDGER
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Block until some device changed after ``since`` (a ``version``) or ``timeout`` seconds
+        pass; the current version and the views of the devices changed since (none at a timeout).
+        A sync on its way (``sync_delay``) wakes the wait when it is due."""
+        deadline = self.clock() + max(0.0, timeout)
+        with self.lock:
+            wakes = self._wakes
+            while True:
+                self._settle()
+                if self._wakes != wakes:  # wake(): the waiter is stopping
+                    return self.version, []
+                if self.version > since:
+                    key = (prefix, ledger)
+                    changed = [d for d, v in self._changed.items() if v > since and d in self.fleet]
+                    return self.version, [self._device_view(d, key) for d in changed]
+                left = deadline - self.clock()
+                if left <= 0:
+                    return self.version, []
+                due = self._sync_queue[0][0] - self.clock() if self._sync_queue else left
+                self.changes.wait(max(0.001, min(left, due)))
+
+    def wake(self) -> None:
+        """End every ``wait_for_changes`` now (with no changes): its caller is stopping."""
+        with self.lock:
+            self._wakes += 1
+            self.changes.notify_all()
+
+    def _touch(self, device_id: str) -> None:
+        """Note a change to ``device_id`` (callers hold ``lock``) and wake whoever waits for one."""
+        self.version += 1
+        self._changed[device_id] = self.version
+        self.changes.notify_all()
 
     def _device_view(self, device_id: str, key: tuple[str, str]) -> dict[str, Any]:
         device, side = self.fleet[device_id], self.device_side[device_id]
@@ -111,6 +154,7 @@ class DeviceOS(SimState):
                 self._connect(device_id)
             elif not side.online:
                 side.pending.clear()  # a sync under way is lost; the next connect syncs again
+            self._touch(device_id)
 
     def reboot(self, device_id: str, *, online: bool | None = None) -> int:
         """Restart a device: it keeps its flash copies but has not synced since this boot; it
@@ -126,6 +170,7 @@ class DeviceOS(SimState):
             if side.online:
                 device["last_heard"] = device["last_handshake_at"] = now_iso()
                 self._connect(device_id)
+            self._touch(device_id)
             return side.boot
 
     def set_sync_delay(self, seconds: float) -> None:
@@ -179,3 +224,4 @@ class DeviceOS(SimState):
             side.copies[key] = LedgerCopy(dict(instance["data"]), now_iso(), instance["updated_at"])
             side.synced_since_boot.add(key)
             side.syncs += 1
+            self._touch(device_id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import signal
 import sys
 import threading
@@ -25,6 +26,7 @@ from typing import IO, Any
 
 import requests
 
+from tokenflow_local import persistence
 from tokenflow_local.stack import LocalStack, PortInUse
 
 STATE_DIR = Path(__file__).resolve().parents[2] / ".local-state"
@@ -42,13 +44,45 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--api-port", type=int, default=3000)
     parser.add_argument("--aws-port", type=int, default=4566)
     parser.add_argument("--particle-port", type=int, default=4000)
-    parser.add_argument("--sweep-interval", type=float, default=5.0, help="seconds between sweeps")
+    parser.add_argument(
+        "--sweep-interval",
+        type=float,
+        default=schedule_seconds(),
+        help="seconds between scheduled sweeps (default: the template's SweepSchedule, "
+        f"{schedule_seconds():.0f} s; an import and every device report start work without it)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sample export seed (other seeds: other tokens)")
     parser.add_argument("--no-export", action="store_true", help="start empty; drop an export yourself")
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help=f"forget the state the last run saved in {STATE_DIR / 'state'}, start clean (make run FRESH=1)",
+    )
     parser.add_argument(
         "--exit-when-done", action="store_true", help="stop after the summary instead of serving (for CI)"
     )
     return parser.parse_args(argv)
+
+
+# How the simulated devices pace themselves here: the firmware's own settings
+# (firmware/src/tokenflow_config.h): readings every TOKENFLOW_PUBLISH_INTERVAL_MS (5 minutes), status
+# reports without a token after TOKENFLOW_STATUS_FIRST_RETRY_MS (5 s), doubling up to
+# TOKENFLOW_STATUS_MAX_RETRY_MS (10 minutes).
+DATA_INTERVAL_S = 300.0
+STATUS_FIRST_RETRY_S = 5.0
+STATUS_MAX_RETRY_S = 600.0
+
+
+def schedule_seconds() -> float:
+    """The template's SweepSchedule default (``rate(10 minutes)``) in seconds."""
+    from tokenflow_local import resources
+
+    expression = str(resources.parameter_defaults().get("SweepSchedule") or "rate(10 minutes)")
+    match = re.fullmatch(r"rate\((\d+)\s+(minute|minutes|hour|hours|day|days)\)", expression.strip())
+    if not match:
+        return 600.0
+    unit = {"minute": 60, "hour": 3600, "day": 86400}[match[2].rstrip("s")]
+    return float(int(match[1]) * unit)
 
 
 class Console:
@@ -202,10 +236,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         quarantined=args.quarantined,
         devices_per_page=args.per_page,
         sweep_interval=args.sweep_interval,
+        data_interval=DATA_INTERVAL_S,
+        device_first_retry=STATUS_FIRST_RETRY_S,
+        device_max_retry=STATUS_MAX_RETRY_S,
+        state_dir=STATE_DIR / "state",
+        fresh=args.fresh,
     )
     try:
         stack.start()
-    except PortInUse as exc:
+    except (PortInUse, persistence.StateError) as exc:
         console.say(f"error: {exc}")
         return 2
     try:
@@ -214,7 +253,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.say(f"  HTTP API on {stack.api_url or '(not served: no gateway or api function)'}")
         eligible = max(0, args.devices - args.quarantined)
         ok = True
-        if not args.no_export:
+        restored = stack.restored
+        if restored is not None:
+            console.say(
+                f"Restored the last run's state from {STATE_DIR / 'state'}: {restored.devices} devices, "
+                f"{restored.items} table items, {restored.objects} objects, {restored.messages} queued "
+                "messages. Nothing is imported or assigned again. (make run FRESH=1 starts clean.)"
+            )
+        else:
+            console.say(
+                f"State is saved to {STATE_DIR / 'state'} when this run stops cleanly (Ctrl-C) and restored "
+                "by the next `make run` (FRESH=1 starts clean; a killed run keeps the last saved state)."
+            )
+        if not args.no_export and restored is None:
             from tokenflow_local.sample_export import make_export, make_tokens
 
             # The export's tokens exist in the Blynk simulator, in the stack's region.

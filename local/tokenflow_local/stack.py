@@ -38,7 +38,16 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tokenflow_local import embedded_aws, lambda_runtime, moto_speedups, resources, stack_record, triggers
+from tokenflow_local import (
+    embedded_aws,
+    lambda_runtime,
+    moto_speedups,
+    persistence,
+    resources,
+    sqs_long_poll,
+    stack_record,
+    triggers,
+)
 from tokenflow_local.blynk_sim import BlynkSimulator
 from tokenflow_local.embedded_aws import SECRET_ENV, MotoServer
 from tokenflow_local.lambda_runtime import INVOKE_PATH, AsyncFunction, FunctionError, LambdaEndpoint
@@ -114,6 +123,8 @@ class LocalStack:
         blynk_region: str = "ny3",
         verify_interval: float | None = None,
         data_interval: float = 5.0,
+        state_dir: Path | None = None,
+        fresh: bool = False,
     ) -> None:
         self.host = host
         self.ports = {"aws": aws_port, "api": api_port, "particle": particle_port, "lambda": lambda_port}
@@ -152,6 +163,19 @@ class LocalStack:
         self._loops: list[triggers.Loop] = []
         self._environment = ProcessEnvironment()
         self._started = False
+        self._serving = False  # started completely: only then is its state worth saving
+        # Persistence (``persistence``): the state saved by the last clean stop, unless ``fresh``.
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.restored: persistence.Restored | None = None
+        self._restoring = False
+        if self.state_dir is not None:
+            if fresh:
+                persistence.clear(self.state_dir)
+            saved = persistence.load_secrets(self.state_dir)
+            if saved is not None:  # the SSM parameters, the simulator and the devices agree again
+                self._restoring = True
+                self.particle_token = saved["particle_token"]
+                self.webhook_secret = saved["webhook_secret"]
 
     # ---- addresses ---------------------------------------------------------------------------
 
@@ -168,6 +192,11 @@ class LocalStack:
         return f"http://{self.host}:{self.ports['api']}" if self.gateway else None
 
     @property
+    def ingest_arn(self) -> str:
+        """The ingest function's ARN, as the bucket's notification names it."""
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.function_names['ingest']}"
+
+    @property
     def function_names(self) -> dict[str, str]:
         """functions/<name> -> the function's name as AWS would know it."""
         return self.deployment.function_names
@@ -180,6 +209,8 @@ class LocalStack:
         """The variables the functions read: the template's, resolved, plus the local endpoints."""
         return {
             **self.deployment.function_environment(),
+            # The local schedule's tick stands for SweepSchedule: it paces the sweep's passes.
+            "SWEEP_SCHEDULE": f"rate({self.sweep_interval:g} seconds)",
             # One process runs every function: one service name for the logs of all of them.
             "POWERTOOLS_SERVICE_NAME": "tokenflow-local",
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
@@ -223,7 +254,11 @@ class LocalStack:
             self.client,
             {"ParticleTokenParameter": self.particle_token, "WebhookSecretParameter": self.webhook_secret},
         )
+        if self._restoring:
+            assert self.state_dir is not None
+            self.restored = persistence.restore_aws(self, self.state_dir)
         self._build_functions()
+        lambda_runtime.register_function_names(self.function_names)
         self.lambda_endpoint = LambdaEndpoint(
             self.host, self.ports["lambda"], {f.function_name: f for f in self.functions.values()}
         )
@@ -235,9 +270,17 @@ class LocalStack:
         self._start_triggers()
         self._start_gateway()
         # What `tokenflow doctor` reads: the stack's outputs, alarm topic and bucket notification.
+        # The notification is also what starts ingest: moto sends it, the push hook delivers it.
+        triggers.S3PushNotifications.register(self.ingest_arn, self.functions["ingest"].submit)
         self.outputs = stack_record.register(self)
+        if self.restored is not None:  # an import the last run left unfinished: ingest it now
+            filters = resources.s3_key_filters("IngestFunction")
+            for key in self.restored.incoming:
+                if any(key.startswith(prefix) and key.endswith(suffix) for prefix, suffix in filters):
+                    self.functions["ingest"].submit(lambda_runtime.s3_put_event(self.bucket, key))
         if self.simulate_devices and self.api_url:
             self._start_devices()
+        self._serving = True
 
     def stop(self) -> None:
         """Stop every thread and server (safe to call twice, or after a failed start)."""
@@ -250,8 +293,10 @@ class LocalStack:
         if self.gateway is not None:
             with contextlib.suppress(Exception):
                 self.gateway.stop()
+        triggers.S3PushNotifications.unregister(self.ingest_arn)
         for loop in self._loops:
             loop.stop()
+        sqs_long_poll.interrupt()  # the pollers' 20 s receives end now, not at their timeout
         for loop in self._loops:
             loop.join()
         self._loops.clear()
@@ -259,6 +304,14 @@ class LocalStack:
             function.stop()
         if self.lambda_endpoint is not None:
             self.lambda_endpoint.stop()
+        if self._serving and self.state_dir is not None:
+            # Nothing runs any more: the embedded AWS and the simulators hold the final state.
+            try:
+                persistence.save(self, self.state_dir)
+            except Exception:
+                log.exception("The local state could NOT be saved to %s", self.state_dir)
+                raise
+        self._serving = False
         if self.simulator is not None:
             with contextlib.suppress(Exception):
                 self.simulator.stop()
@@ -297,7 +350,11 @@ class LocalStack:
             what, option = SERVERS["particle"]
             raise port_error(what, self.host, self.ports["particle"], exc, option) from exc
         self.ports["particle"] = self.simulator.port
-        self.simulator.add_devices(self.fleet_size, quarantined=self.quarantined, denied=self.denied)
+        if self._restoring:
+            assert self.state_dir is not None
+            persistence.restore_simulators(self, self.state_dir)
+        else:
+            self.simulator.add_devices(self.fleet_size, quarantined=self.quarantined, denied=self.denied)
         self.simulator.start()
         self.parameters.update(ParticleProduct=self.simulator.product, ParticleApiUrl=self.simulator.url)
         if self.blynk is not None:
@@ -342,15 +399,6 @@ class LocalStack:
             )
 
     def _start_triggers(self) -> None:
-        notifications = triggers.S3Notifications(
-            self.client("s3"),
-            self.bucket,
-            resources.s3_key_filters("IngestFunction"),
-            self.functions["ingest"].submit,
-        )
-        self._loops.append(
-            triggers.Loop("s3-notifications", notifications.step, self.poll_interval, self.errors)
-        )
         self._loops.append(
             triggers.schedule_loop(self.functions["sweep"].submit, self.sweep_interval, self.errors)
         )

@@ -1,11 +1,15 @@
 """What starts the functions on the local stack, as the template's event sources start them on AWS.
 
-- S3 notifications: moto drops them, so a poller lists the function's notification prefixes and
-  submits, for each new or changed object that matches the template's filters, the notification
-  Lambda would get;
-- the schedule: a tick every ``interval`` seconds (a short one here instead of ``SweepSchedule``);
+- S3 notifications: S3 pushes them to Lambda. moto sends the bucket's notifications itself (its
+  ``send_event``, with the filters the stack recorded from the template, ``stack_record``) but would
+  run the function in Docker; ``S3PushNotifications`` hands each one to the local function instead,
+  the moment the object is stored (no listing, no polling). ``S3Notifications`` (listing the prefix)
+  stays for a moto that cannot be hooked;
+- the schedule: a tick every ``interval`` seconds (a timer: the thread sleeps in between);
 - the SQS event source mapping: ``MaximumConcurrency`` pollers, each with its own copy of the handler
-  module (its own execution environment), receiving batches of ``BatchSize``.
+  module (its own execution environment), receiving batches of ``BatchSize`` with long polling
+  (``WaitTimeSeconds``, as Lambda's pollers do: ``sqs_long_poll``), so an idle queue costs one
+  receive per poller per 20 s.
 
 Each runs as a ``Loop``: a background thread calling one step, again at once while it finds work.
 """
@@ -15,9 +19,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
-from tokenflow_local import lambda_runtime
+from tokenflow_local import lambda_runtime, sqs_long_poll
 from tokenflow_local.lambda_runtime import FunctionError
 
 log = logging.getLogger(__name__)
@@ -95,6 +99,53 @@ class S3Notifications:
         return False  # listing again at once would find nothing new: wait the interval
 
 
+class S3PushNotifications:
+    """The bucket notifications moto sends to Lambda functions, delivered to local ones.
+
+    ``register(function_arn, submit)`` makes every notification moto sends to that function ARN
+    (the bucket's notification configuration decides which objects notify, as in S3) go to
+    ``submit`` (the function's asynchronous invocation queue), in the request that stored the object.
+    Notifications to other ARNs go on to moto's own Lambda, as before.
+    """
+
+    _targets: ClassVar[dict[str, Callable[[dict[str, Any]], Any]]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _original: ClassVar[Callable[..., Any] | None] = None
+
+    @classmethod
+    def install(cls) -> None:
+        from moto.s3 import notifications
+
+        with cls._lock:
+            if cls._original is not None:
+                return
+            cls._original = notifications._invoke_awslambda
+
+            def invoke(account_id: str, event_body: Any, fn_arn: str, region_name: str) -> None:
+                target = cls._targets.get(fn_arn)
+                if target is None:
+                    assert cls._original is not None
+                    cls._original(account_id, event_body, fn_arn, region_name)
+                    return
+                try:
+                    target(event_body)
+                except Exception:  # S3 stores the object whatever the notification does
+                    log.exception("S3 notification to %s failed", fn_arn)
+
+            notifications._invoke_awslambda = invoke
+
+    @classmethod
+    def register(cls, function_arn: str, submit: Callable[[dict[str, Any]], Any]) -> None:
+        cls.install()
+        with cls._lock:
+            cls._targets[function_arn] = submit
+
+    @classmethod
+    def unregister(cls, function_arn: str) -> None:
+        with cls._lock:
+            cls._targets.pop(function_arn, None)
+
+
 def schedule_loop(
     submit: Callable[[dict[str, Any]], Any],
     interval: float,
@@ -120,20 +171,31 @@ def sqs_pollers(
     retry_delay: int,
     interval: float,
     errors: list[FunctionError],
+    wait_seconds: int = 20,
 ) -> list[Loop]:
     """The SQS event source mapping of ``functions/<function>``: ``concurrency`` pollers, each
-    invoking its own copy of the handler (``lambda_runtime.poll_once``), at once again after a
-    non-empty batch, else after ``interval``."""
+    invoking its own copy of the handler (``lambda_runtime.poll_once``) and long-polling the queue
+    for ``wait_seconds`` (``WaitTimeSeconds``; 20, SQS's longest, as Lambda's pollers wait) when it is
+    empty, so a poller sleeps in the receive until a message arrives. A poll that fails (the stack
+    is stopping) waits ``interval`` before the next."""
+    sqs_long_poll.install()
+    sqs_long_poll.resume()
     loops = []
     for n in range(concurrency):
         instance = f"w{n}"
         lambda_runtime.load_handler(function, fresh=True, instance=instance)
 
         def poll(instance: str = instance) -> bool:
-            handled = lambda_runtime.poll_once(
-                sqs, queue_url, function, batch_size=batch_size, retry_delay=retry_delay, instance=instance
+            lambda_runtime.poll_once(
+                sqs,
+                queue_url,
+                function,
+                batch_size=batch_size,
+                retry_delay=retry_delay,
+                instance=instance,
+                wait_seconds=wait_seconds,
             )
-            return handled > 0
+            return True  # the receive itself waited for work: poll again at once
 
         loops.append(Loop(f"{function}-{instance}", poll, interval, errors))
     return loops

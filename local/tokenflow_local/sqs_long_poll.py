@@ -1,0 +1,117 @@
+"""SQS long polling in the embedded AWS that sleeps until something can change the answer.
+
+Lambda's SQS event source mapping long-polls its queue ("For standard queues, Lambda uses long
+polling to poll a queue until it becomes active", AWS Lambda developer guide, "Configuring scaling
+behavior for SQS event source mappings", https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-scaling.html),
+with ReceiveMessage's ``WaitTimeSeconds`` (at most 20 s). The local pollers do the same
+(``triggers.sqs_pollers``), so an idle stack makes one receive per poller per 20 s instead of
+polling every fraction of a second.
+
+moto answers a long poll by re-scanning the queue once a second (``Queue.wait_for_messages(1)``),
+and a message that becomes visible again (a changed visibility, an expired visibility timeout, a
+delay) is only noticed at that next scan. Here the receive waits on the queue's own condition
+(which ``add_message`` notifies) until the moment the earliest hidden message becomes visible,
+and ``ChangeMessageVisibility`` notifies it too: the poll wakes when, and only when, the answer can
+have changed. ``interrupt()`` ends every waiting receive at once (empty), so stopping the stack does
+not wait out a 20 s poll; ``resume()`` (the next stack's start) lets receives wait again.
+
+It wraps moto's own ``receive_message`` (called with no wait: moto's scan, receive counts,
+visibility and dead-letter redrive are unchanged) and is installed once per process.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from moto.sqs import models as sqs_models
+
+_interrupted = threading.Event()
+_saved: list[tuple[str, Any]] = []
+_EPSILON_S = 0.005  # moto's "visible" is strictly after visible_at (milliseconds)
+
+
+def installed() -> bool:
+    return bool(_saved)
+
+
+def install() -> None:
+    """Patch moto's SQS backend (once per process)."""
+    if _saved:
+        return
+    backend = sqs_models.SQSBackend
+    receive, change = backend.receive_message, backend.change_message_visibility
+    _saved.extend([("receive_message", receive), ("change_message_visibility", change)])
+
+    def receive_message(
+        self: Any,
+        queue_name: str,
+        count: int,
+        wait_seconds_timeout: int,
+        visibility_timeout: int,
+        message_attribute_names: list[str] | None = None,
+    ) -> list[Any]:
+        deadline = time.monotonic() + float(wait_seconds_timeout or 0)
+        queue = self.get_queue(queue_name)
+        condition = queue._messages_lock
+        with condition:  # held from the scan to the wait: no message can slip in between
+            while True:
+                result = receive(self, queue_name, count, 0, visibility_timeout, message_attribute_names)
+                left = deadline - time.monotonic()
+                if result or left <= 0 or _interrupted.is_set():
+                    return list(result)
+                condition.wait(min(left, _next_visible_in(queue)))
+
+    def change_message_visibility(
+        self: Any, queue_name: str, receipt_handle: str, visibility_timeout: int
+    ) -> None:
+        change(self, queue_name, receipt_handle, visibility_timeout)
+        _notify(self.get_queue(queue_name))
+
+    backend.receive_message = receive_message  # type: ignore[method-assign]
+    backend.change_message_visibility = change_message_visibility  # type: ignore[method-assign]
+
+
+def uninstall() -> None:
+    while _saved:
+        name, original = _saved.pop()
+        setattr(sqs_models.SQSBackend, name, original)
+
+
+def interrupt() -> None:
+    """End every waiting receive now (with no messages) and keep later ones from waiting."""
+    _interrupted.set()
+    for queue in _all_queues():
+        _notify(queue)
+
+
+def resume() -> None:
+    _interrupted.clear()
+
+
+def _notify(queue: Any) -> None:
+    with queue._messages_lock:
+        queue._messages_lock.notify_all()
+
+
+def _all_queues() -> list[Any]:
+    queues = []
+    for account in list(sqs_models.sqs_backends.values()):
+        for backend in list(account.values()):
+            queues.extend(list(backend.queues.values()))
+    return queues
+
+
+def _next_visible_in(queue: Any) -> float:
+    """Seconds until the earliest hidden or delayed message of ``queue`` becomes receivable (20 s
+    when none is hidden: the longest any receive waits)."""
+    now_ms = time.time() * 1000.0
+    due = [
+        max(m.visible_at, m.delayed_until)
+        for m in list(queue._messages)
+        if max(m.visible_at, m.delayed_until) >= now_ms
+    ]
+    if not due:
+        return 20.0
+    return max(_EPSILON_S, (min(due) - now_ms) / 1000.0 + _EPSILON_S)
