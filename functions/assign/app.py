@@ -26,7 +26,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tokenflow import queue_once, rules, wiring
+from tokenflow import rules, wiring
 from tokenflow.assignment import AssignRequest, Deferred, Paused
 from tokenflow.breaker import PAUSED_RECHECK_SECONDS, Breaker
 from tokenflow.observability import logger, metrics, tracer
@@ -61,10 +61,9 @@ def handle_record(record: SQSRecord) -> str:
         return "malformed"
     receive_count = int(record.attributes.approximate_receive_count or 1)
     try:
-        outcome = wiring.assigner().assign(request, receive_count)
-        # Handled: a later need of the device may queue it again (tokenflow.queue_once).
-        queue_once.handled(wiring.queue_marks(), json.loads(record.body))
-        return outcome
+        # Handled, the device's queued mark is gone (with its claim or delivery, else after it): a
+        # later need of the device may queue it again (tokenflow.queue_once).
+        return wiring.assigner().assign(request, receive_count)
     except Deferred as deferred:
         logger.info(
             "Device handed back to the queue: its wait outlives this invocation",
@@ -104,7 +103,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     _state.clear()
     _state["deadline"] = time.monotonic() + context.get_remaining_time_in_millis() / 1000 - BUDGET_MARGIN_S
     particle = wiring.services().particle()
-    with particle.deadline(_state["deadline"]):
+    # The batch's claims share one query for candidate tokens (Assigner.batch).
+    with particle.deadline(_state["deadline"]), wiring.assigner().batch(len(event.get("Records") or [])):
         _state["paused"] = _breaker().check()
         return process_partial_response(
             event=event, record_handler=handle_record, processor=processor, context=context

@@ -1,6 +1,6 @@
 """Schedule or post-import trigger -> continue the sweep's pass over the product's devices and queue
 those that need a token (tokenflow.sweep): under a lease, from its cursor, within this invocation's
-remaining time."""
+remaining time; a new pass at most once per schedule period, or at once after an import."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from tokenflow import wiring
+from tokenflow import triggers, wiring
 from tokenflow.observability import logger, metrics, tracer
 from tokenflow.particle import ParticleAuthError
 
@@ -21,7 +21,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "Sweep started", extra={"trigger": event.get("reason") or event.get("detail-type", "schedule")}
     )
     try:
-        result = wiring.sweeper().resume(context)
+        result = wiring.sweeper().resume(context, new_pass=triggers.asks_for_new_pass(event))
     except ParticleAuthError:
         metrics.add_metric(name="ParticleAuthFailures", unit="Count", value=1)
         logger.error("Particle refused the access token; the sweep stopped (its cursor is kept)")

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tokenflow import rules
-from tokenflow.model import Changed, TokenRef
+from tokenflow.model import Changed, Plan, TokenRef
 from tokenflow.observability import logger, metrics
 from tokenflow.particle import (
     DEVICE_ID_RE,
@@ -36,6 +37,13 @@ from tokenflow.store import Store
 from tokenflow.tokens import fingerprint, mask
 
 MAX_ERROR_CHARS = 300
+# A batch's claims share one candidate query: as many tokens as the batch has requests, and a few
+# more for the candidates another worker takes first (``Assigner.batch``).
+SPARE_CANDIDATES = 3
+# Claim attempts per device before its message goes back: each candidate lost to another worker
+# costs one; the candidates of one query are drawn from a random point of a random shard, so two
+# workers rarely hold the same ones.
+MAX_CLAIM_ATTEMPTS = 30
 
 
 class LedgerWriter(Protocol):
@@ -57,9 +65,14 @@ class AssignRequest:
     seen_state: str | None = None
     reason: str = "sweep"
     fields: dict[str, Any] = field(default_factory=dict)
+    # When the device's queued mark was set for this message (``tokenflow.queue_once``); None: the
+    # message stands for no mark (an operator's request).
+    queued_at: str | None = None
 
     def to_message(self) -> dict[str, Any]:
         message = {"device_id": self.device_id, "seen_state": self.seen_state, "reason": self.reason}
+        if self.queued_at:
+            message["queued_at"] = self.queued_at
         return {**message, **self.fields}
 
     @classmethod
@@ -70,7 +83,14 @@ class AssignRequest:
         if not isinstance(device_id, str) or not DEVICE_ID_RE.fullmatch(device_id):
             raise ValueError("assign request without a valid device_id")
         fields = {k: body[k] for k in ("name", "serial_number", "platform_id") if body.get(k) is not None}
-        return cls(device_id, body.get("seen_state"), str(body.get("reason", "new")), fields)
+        queued_at = body.get("queued_at")
+        return cls(
+            device_id,
+            body.get("seen_state"),
+            str(body.get("reason", "new")),
+            fields,
+            queued_at if isinstance(queued_at, str) and queued_at else None,
+        )
 
 
 class RetryLater(Exception):
@@ -100,6 +120,19 @@ class AuthFailure(Paused):
     """Particle refused the access token (401)."""
 
 
+@dataclass
+class _Mark:
+    """The queued mark a request's message stands for (``tokenflow.queue_once``): ``queued_at`` is
+    None once a transaction of this request removed it (or when the message carries none)."""
+
+    device_id: str
+    queued_at: str | None
+
+    def take(self) -> str | None:
+        """The device whose mark the next transaction removes (None: no mark left to remove)."""
+        return self.device_id if self.queued_at else None
+
+
 class Assigner:
     def __init__(
         self,
@@ -117,10 +150,48 @@ class Assigner:
         self.clock = clock
         self.candidates = candidates
         self.rng = rng or random.Random()
+        # The current batch's candidate tokens, per thread (one invocation is one thread).
+        self._batch = threading.local()
+
+    @contextlib.contextmanager
+    def batch(self, size: int) -> Iterator[None]:
+        """Serve a batch of ``size`` requests (one invocation): their claims share one candidate
+        query, ``size`` plus ``SPARE_CANDIDATES`` tokens from a random point of a random shard
+        (``Store.available_candidates``), instead of one query per claim; a claim that finds the
+        batch's candidates used up (or taken by other workers) queries again, falling back through
+        the shards as before. A batch that found no token at all asks no more (its remaining new
+        devices wait; the sweep after the next import queues them again). Outside a batch, each
+        claim makes its own query of ``candidates``.
+
+        Candidates are kept for the batch only: by the next invocation other workers may have
+        claimed them, and each stale candidate would cost a failed transaction.
+        """
+        self._batch.pool = []
+        self._batch.size = max(self.candidates, size + SPARE_CANDIDATES)
+        self._batch.stock_empty = False
+        try:
+            yield
+        finally:
+            self._batch.pool = None
 
     def assign(self, request: AssignRequest, receive_count: int = 1) -> str:
         """Serve one device; returns what happened (delivered, redelivered, waiting, cleared, retired,
-        done, failed, in-flight) or raises RetryLater."""
+        done, failed, in-flight) or raises RetryLater.
+
+        When the request's message stands for a queued mark (``queued_at``), the mark is removed by
+        the transaction that claims, records or delivers the device (one more item, no call of its
+        own), else after the device was handled (``Store.unmark_queued``). A request that must come
+        back (RetryLater) keeps its mark: its message is still waiting."""
+        mark = _Mark(request.device_id, request.queued_at)
+        outcome = self._assign(request, receive_count, mark)
+        if mark.queued_at:
+            try:
+                self.store.unmark_queued(mark.device_id, mark.queued_at)
+            except Exception:  # handled; only a later queueing of the device waits for the window
+                logger.exception("Could not remove a queued mark", extra={"device_id": mark.device_id})
+        return outcome
+
+    def _assign(self, request: AssignRequest, receive_count: int, mark: _Mark) -> str:
         device_id = request.device_id
         state = request.seen_state
         # What this worker wrote into the device's Ledger without being able to record it (a token
@@ -139,11 +210,11 @@ class Assigner:
                     if request.reason == "clear" or wrote not in (None, CLEARED):
                         self._write_clear(device_id, None, receive_count)
                     lost_claim = True  # stays set only if the claim below raises Changed
-                    return self._serve_new(request, state, receive_count)
+                    return self._serve_new(request, state, receive_count, mark)
                 if state == "pending" and lost_claim and wrote is None and receive_count == 1:
                     return "in-flight"
                 if state in ("pending", "failed"):
-                    return self._deliver_held(device_id, state, receive_count)
+                    return self._deliver_held(device_id, state, receive_count, mark)
                 if state == "clearing":
                     state = self._clear(device_id, receive_count)
                     if state == "waiting":  # revoked: it gets a fresh token at once, when there is one
@@ -177,52 +248,77 @@ class Assigner:
 
     # ---- a token for a device that holds none ---------------------------------------------------
 
-    def _serve_new(self, request: AssignRequest, state: str | None, receive_count: int) -> str:
-        claimed = self._claim(request, state)
+    def _apply(self, plan: Plan, now: str, mark: _Mark) -> None:
+        """Carry out a plan; the request's queued mark goes with it (see ``assign``)."""
+        self.store.apply(plan, now, unmark=mark.take())
+        mark.queued_at = None
+
+    def _serve_new(self, request: AssignRequest, state: str | None, receive_count: int, mark: _Mark) -> str:
+        claimed = self._claim(request, state, mark)
         if claimed is None:
             if state is None:
-                self.store.apply(
-                    rules.record_waiting(request.device_id, request.fields, self.clock()), self.clock()
-                )
+                now = self.clock()
+                self._apply(rules.record_waiting(request.device_id, request.fields, now), now, mark)
             metrics.add_metric(name="DevicesWaiting", unit="Count", value=1)
             logger.info("No token available: device waits", extra={"device_id": request.device_id})
             return "waiting"
         metrics.add_metric(name="TokensAssigned", unit="Count", value=1)
         token_tid, token = claimed
-        return self._deliver(request.device_id, token_tid, token, "pending", receive_count)
+        return self._deliver(request.device_id, token_tid, token, "pending", receive_count, mark)
 
-    def _claim(self, request: AssignRequest, state: str | None) -> tuple[str, str] | None:
+    def _claim(self, request: AssignRequest, state: str | None, mark: _Mark) -> tuple[str, str] | None:
         """Claim one of a few available tokens; None when there is none. Changed (device) propagates."""
         manual = request.reason == "manual"
-        for _ in range(10):
-            candidates = self.store.available_candidates(self.candidates)
-            if not candidates:
+        own: list[tuple[str, str]] = []
+        for _ in range(MAX_CLAIM_ATTEMPTS):
+            candidate = self._next_candidate(own)
+            if candidate is None:
                 return None
-            self.rng.shuffle(candidates)
-            for token_tid, token in candidates:
-                ref = TokenRef(token_tid, fingerprint(token), mask(token))
-                now = self.clock()
-                plan = rules.claim(request.device_id, state, ref, request.fields, now, manual=manual)
-                try:
-                    self.store.apply(plan, now)
-                except Changed as exc:
-                    if exc.what.startswith("token"):
-                        continue  # another worker took it first: try the next candidate
-                    raise
-                logger.info("Token claimed", extra={"device_id": request.device_id, "token": ref.mask})
-                return token_tid, token
+            token_tid, token = candidate
+            ref = TokenRef(token_tid, fingerprint(token), mask(token))
+            now = self.clock()
+            plan = rules.claim(request.device_id, state, ref, request.fields, now, manual=manual)
+            try:
+                self._apply(plan, now, mark)
+            except Changed as exc:
+                if exc.what.startswith("token"):
+                    continue  # another worker took it first: try the next candidate
+                raise
+            logger.info("Token claimed", extra={"device_id": request.device_id, "token": ref.mask})
+            return token_tid, token
         raise RetryLater("every candidate token was taken by other workers")
+
+    def _next_candidate(self, own: list[tuple[str, str]]) -> tuple[str, str] | None:
+        """The next available token to try: from the batch's candidates (``batch``), or outside a
+        batch from ``own`` (this claim's query of ``candidates``); None when no partition holds one."""
+        batch_pool: list[tuple[str, str]] | None = getattr(self._batch, "pool", None)
+        pool = own if batch_pool is None else batch_pool
+        if not pool:
+            if batch_pool is None:
+                found = self.store.available_candidates(self.candidates)
+            elif self._batch.stock_empty:
+                return None
+            else:
+                found = self.store.available_candidates(self._batch.size, from_random_point=True)
+                self._batch.stock_empty = not found
+            if not found:
+                return None
+            self.rng.shuffle(found)
+            pool.extend(found)
+        return pool.pop()
 
     # ---- writing a held token -------------------------------------------------------------------
 
-    def _deliver_held(self, device_id: str, state: str, receive_count: int) -> str:
+    def _deliver_held(self, device_id: str, state: str, receive_count: int, mark: _Mark) -> str:
         device = self.store.get_device(device_id)
         if device is None or device.get("state") != state:
             raise Changed(f"device {device_id}")
         token = self.store.get_token_secret(device["token_id"])
-        return self._deliver(device_id, device["token_id"], token, state, receive_count)
+        return self._deliver(device_id, device["token_id"], token, state, receive_count, mark)
 
-    def _deliver(self, device_id: str, token_tid: str, token: str, state: str, receive_count: int) -> str:
+    def _deliver(
+        self, device_id: str, token_tid: str, token: str, state: str, receive_count: int, mark: _Mark
+    ) -> str:
         try:
             self.ledger.set_ledger_token(device_id, token)
         except ParticleError as exc:
@@ -231,7 +327,7 @@ class Assigner:
         metrics.add_metric(name="LedgerWrites", unit="Count", value=1)
         now = self.clock()
         try:
-            self.store.apply(rules.deliver(device_id, state, token_tid, now), now)
+            self._apply(rules.deliver(device_id, state, token_tid, now), now, mark)
         except Changed:
             logger.info("Device moved on during the Ledger write", extra={"device_id": device_id})
             raise _Wrote(token_tid) from None

@@ -1,10 +1,16 @@
 """One message per device of work: a device already queued and not yet handled is not queued again.
 
-Before a request goes to the assign queue its device is marked (``store.queue_marks``: a
-conditional UpdateItem that holds only when the device has no mark, or one older than the window);
-a device whose mark holds is left out, its waiting message will serve it. The message carries
-``queued_at``, and the worker removes the mark once it has handled that message
-(``handled``), so the next need of the device is queued again at once.
+Before a request goes to the assign queue its device is marked (``store.queue_marks``); a device
+whose mark holds (set less than the window ago) is left out, its waiting message will serve it. The
+message carries ``queued_at``, and the worker removes the mark with the transaction that claims or
+delivers the device (``Assigner.assign``), so the next need of the device is queued again at once.
+
+Two ways to mark, by who queues:
+- a page of the sweep (``send_page``): the page's marks are read in one BatchGetItem and written in
+  BatchWriteItems of 25, unconditionally (``QueueMarks.put`` says why that is safe): a few calls
+  per page instead of one per device;
+- a status report or another single request (``send_once``): one conditional UpdateItem per device
+  (``QueueMarks.mark``), which holds only when the device has no fresh mark.
 
 Why a mark in the table rather than an SQS FIFO queue's deduplication: FIFO deduplication forgets
 an id five minutes after the send, whether or not the message was handled ("if multiple messages
@@ -14,7 +20,8 @@ so a backlog longer than five minutes (a 100,000-device first pass) would be que
 and a FIFO queue bounds the event source's throughput per message group and changes the queue, its
 DLQ and the event source mapping. The mark lasts exactly as long as the message is waiting (or up
 to the window, for a message that was lost or went to the dead-letter queue), on the standard
-queue as it is; it costs one conditional write when queued and one when handled.
+queue as it is; from the sweep it costs about 1/25 of a call per device, and its removal rides in
+the worker's claim transaction.
 
 Only the requests whose handling depends on the device's record alone are deduplicated (the
 sweep's and the status reports'); an operator's (``manual``, ``redeliver``, ``transfer``, ``clear``)
@@ -26,14 +33,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from tokenflow.assignment import AssignRequest
-from tokenflow.observability import logger, metrics
+from tokenflow.observability import metrics
 from tokenflow.store.queue_marks import QueueMarks
 
-# The message attribute that names the mark a message stands for.
-QUEUED_AT = "queued_at"
 # Reasons whose request the worker handles from the device's record alone (see the docstring).
 DEDUPLICATED_REASONS = frozenset({"sweep", "new", "waiting", "stale", "retry", "webhook"})
 
@@ -80,8 +85,35 @@ class OnceQueue:
                     already.append(request.device_id)
                     continue
                 marked.add(request.device_id)
-                request = replace(request, fields={**request.fields, QUEUED_AT: now})
+                request = replace(request, queued_at=now)
             to_send.append(request)
+        return self._send(to_send, marked, already, now)
+
+    def send_page(self, requests: Sequence[AssignRequest]) -> Sent:
+        """Queue a sweep page's requests, one message per device: the marks of the page are read
+        with one BatchGetItem and written with BatchWriteItems of 25 (``QueueMarks.put``: why no
+        condition is needed), instead of one conditional write per device."""
+        now = self.clock()
+        stale_before = _iso(datetime.fromisoformat(now) - timedelta(seconds=self.window))
+        deduplicated = [r.device_id for r in requests if r.reason in DEDUPLICATED_REASONS]
+        marks = self.marks.read(deduplicated) if deduplicated else {}
+        fresh = {device_id for device_id, at in marks.items() if at >= stale_before}
+        to_send: list[AssignRequest] = []
+        marked: set[str] = set()
+        already: list[str] = []
+        for request in requests:
+            if request.reason in DEDUPLICATED_REASONS:
+                if request.device_id in fresh or request.device_id in marked:
+                    already.append(request.device_id)
+                    continue
+                marked.add(request.device_id)
+                request = replace(request, queued_at=now)
+            to_send.append(request)
+        if marked:
+            self.marks.put([r.device_id for r in to_send if r.device_id in marked], now)
+        return self._send(to_send, marked, already, now)
+
+    def _send(self, to_send: list[AssignRequest], marked: set[str], already: list[str], now: str) -> Sent:
         failed = self.queue.send(to_send) if to_send else []
         for device_id in failed:
             if device_id in marked:
@@ -90,19 +122,6 @@ class OnceQueue:
             metrics.add_metric(name="DevicesAlreadyQueued", unit="Count", value=len(already))
         failed_set = set(failed)
         return Sent([r.device_id for r in to_send if r.device_id not in failed_set], already, failed)
-
-
-def handled(marks: QueueMarks, message: dict[str, Any]) -> None:
-    """The worker handled ``message``: remove the mark it stands for, if it carries one. A failure
-    is logged, not raised: the mark then lapses after the window, and the device is queued again."""
-    queued_at = message.get(QUEUED_AT)
-    device_id = message.get("device_id")
-    if not isinstance(queued_at, str) or not isinstance(device_id, str):
-        return
-    try:
-        marks.unmark(device_id, queued_at)
-    except Exception:  # the message is handled; only a later queueing of the device waits longer
-        logger.exception("Could not remove a queued mark", extra={"device_id": device_id})
 
 
 def _iso(moment: datetime) -> str:

@@ -8,6 +8,7 @@ through Powertools Parameters (decrypted, cached for ``SECRET_MAX_AGE`` seconds)
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import cache
 
@@ -36,6 +37,13 @@ class Settings:
     webhook_secret_param: str = "/tokenflow/webhook-secret"  # noqa: S105 (a parameter name)
     low_stock_threshold: int = 50
     max_delivery_attempts: int = 5
+    # The sweep's schedule expression (template.yaml's SweepSchedule): it paces the sweep's passes.
+    sweep_schedule: str = ""
+
+    @property
+    def sweep_pass_interval(self) -> float:
+        """Seconds between the starts of two sweep passes, at least (``pass_interval``)."""
+        return pass_interval(self.sweep_schedule)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -55,6 +63,7 @@ class Settings:
                 webhook_secret_param=env.get("WEBHOOK_SECRET_PARAM", cls.webhook_secret_param),
                 low_stock_threshold=int(env.get("LOW_STOCK_THRESHOLD", cls.low_stock_threshold)),
                 max_delivery_attempts=int(env.get("MAX_DELIVERY_ATTEMPTS", cls.max_delivery_attempts)),
+                sweep_schedule=env.get("SWEEP_SCHEDULE", ""),
             )
         except ValueError as exc:
             raise ConfigurationError(f"malformed numeric setting: {exc}") from exc
@@ -71,6 +80,25 @@ class Settings:
         missing = [name for name in names if not getattr(self, name)]
         if missing:
             raise ConfigurationError(f"missing settings: {', '.join(n.upper() for n in missing)}")
+
+
+_RATE = re.compile(r"rate\(\s*(\d+(?:\.\d+)?)\s+(second|minute|hour|day)s?\s*\)")
+_UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def pass_interval(schedule: str) -> float:
+    """The least time between the starts of two sweep passes for a schedule: its period, less a
+    minute (at most half the period) for the tick's jitter; 0 (no pacing) for a cron expression or
+    none. EventBridge Scheduler's rate expressions are ``rate(value unit)`` in minutes, hours or
+    days, and every schedule "invokes its targets with 60 second precision"
+    (https://docs.aws.amazon.com/scheduler/latest/UserGuide/schedule-types.html), so two ticks of
+    ``rate(10 minutes)`` may come up to 59 s closer than ten minutes. ``seconds`` is accepted for
+    the local stack, whose schedule ticks every few seconds."""
+    match = _RATE.fullmatch(schedule.strip())
+    if not match:
+        return 0.0
+    period = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    return period - min(60.0, period / 2)
 
 
 @cache

@@ -16,19 +16,27 @@ The scheduled sweep (``Sweeper.resume``) is a resumable pass over the listing:
 - a cursor (the next page of the pass) is moved after every page, so a run continues where the
   last one stopped; a run that fails keeps the cursor at the page it failed on, never back to page 1;
 - a time budget: before each page the run asks the Lambda context for its remaining time and stops
-  while more than ``safety_margin_ms`` plus its longest page so far is left, to write the cursor
+  while more than ``safety_margin_ms`` plus its longest page so far is left, and in any case once
+  it has used ``max_run_share`` of the time it had (60 %: a run ends well before its timeout, with
+  room for a page slowed by a Particle ``Retry-After`` or a throttled table), to write the cursor
   and give the lease back inside its timeout. The next run continues the pass: the next schedule
   tick, or the sweep an import starts. It does not invoke itself: a self-invoking function is a
   loop that only its own code stops (Lambda's recursive-loop detection does not cover it), and its
   role would need InvokeFunction on its own ARN; since status reports queue new devices directly
   (``Lifecycle.report_status``), the full pass is reconciliation and its pace is the schedule's.
+- a pace: a new pass starts at most once per ``pass_interval`` (the schedule's period, less a
+  little for the start-up jitter of a tick), unless an import asked for one
+  (``store.sweep_state``); a run that finds the last pass started too recently lists nothing
+  (``stopped="rested"``). So the fleet is listed once per period whatever starts the sweep, and a
+  pass is never begun again while the devices of the last one are still being served.
 
 Particle cost: one list request per page, so a full pass costs ``ceil(devices / 100)`` requests
 (1,000 for 100,000 devices), however many runs it spans; a page a failed run had listed but not
 recorded is listed once more. Each new device reporting its status costs one more request (the
-product lookup of ``Lifecycle.report_status``). DynamoDB per page: one BatchGetItem, one UpdateItem
-(the cursor), and one conditional UpdateItem per device queued (``tokenflow.queue_once``: a device
-already waiting in the queue is not queued again).
+product lookup of ``Lifecycle.report_status``). DynamoDB per page: one BatchGetItem (the devices),
+one UpdateItem (the cursor), and when devices are to be queued one BatchGetItem of their queued
+marks and one BatchWriteItem per 25 marked (``OnceQueue.send_page``: a device already waiting in
+the queue is not queued again).
 
 ``Sweeper.sweep`` is one whole pass from page 1, without lease or cursor (tests, benchmarks).
 """
@@ -103,6 +111,8 @@ class Sweeper:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         state: SweepState | None = None,
         safety_margin_ms: int = 30_000,
+        max_run_share: float = 0.6,
+        pass_interval: float = 0.0,
     ) -> None:
         self.store = store
         self.particle = particle
@@ -114,6 +124,9 @@ class Sweeper:
         # ten queue sends take a few seconds at worst; a Particle 429 can ask for more: the longest
         # page so far is added).
         self.safety_margin_ms = safety_margin_ms
+        self.max_run_share = max_run_share
+        # Seconds between the starts of two passes, at least (0: a new pass whenever none is under way).
+        self.pass_interval = pass_interval
 
     # ---- one whole pass ------------------------------------------------------------------------
 
@@ -128,9 +141,12 @@ class Sweeper:
 
     # ---- the scheduled, resumable pass ---------------------------------------------------------
 
-    def resume(self, context: RemainingTime | None = None, per_page: int = 100) -> SweepResult:
-        """Continue the current pass (or start one) under the lease, until the pass ends or the
-        time budget is spent; see the module docstring."""
+    def resume(
+        self, context: RemainingTime | None = None, per_page: int = 100, *, new_pass: bool = False
+    ) -> SweepResult:
+        """Continue the current pass (or start one, when the pace allows or ``new_pass`` asks for
+        one) under the lease, until the pass ends or the time budget is spent; see the module
+        docstring."""
         result = SweepResult()
         owner = uuid.uuid4().hex
         moment = self.now()
@@ -141,10 +157,17 @@ class Sweeper:
             remaining + LEASE_SLACK_MS,
             new_pass_id=uuid.uuid4().hex,
             now=_iso(moment),
+            min_interval_ms=int(self.pass_interval * 1000),
+            request_new_pass=new_pass,
         )
         if cursor is None:
             result.stopped = "lease-held"
             logger.info("Another sweep holds the lease: nothing to do")
+            return result
+        if cursor.resting:
+            self.state.release(owner)
+            result.stopped, result.next_page = "rested", None
+            logger.info("The last pass started less than the pass interval ago: nothing to list")
             return result
         result.pass_id, result.first_page, result.next_page = (
             cursor.pass_id,
@@ -158,7 +181,7 @@ class Sweeper:
                 "Took over the lease of a sweep that stopped", extra={"pages_done": cursor.pages_done}
             )
         try:
-            self._run(cursor.pass_id, cursor.next_page, owner, context, per_page, result)
+            self._run(cursor.pass_id, cursor.next_page, owner, context, remaining, per_page, result)
         finally:
             # The cursor stays where the last recorded page left it, whatever stopped this run.
             self.state.release(owner)
@@ -170,16 +193,18 @@ class Sweeper:
         start: int,
         owner: str,
         context: RemainingTime | None,
+        run_ms: int,
         per_page: int,
         result: SweepResult,
     ) -> None:
         available, stale_before = self._begin(result)
         pages = self.particle.iter_device_pages(per_page=per_page, start=start)
         longest_ms = 0.0
+        # Kept back from the run's time: the margin and its longest page, or the share it may not use.
+        keep_ms = (1 - self.max_run_share) * run_ms
         while True:
-            if (
-                context is not None
-                and context.get_remaining_time_in_millis() < self.safety_margin_ms + longest_ms
+            if context is not None and context.get_remaining_time_in_millis() < max(
+                keep_ms, self.safety_margin_ms + longest_ms
             ):
                 result.stopped = "budget"
                 break
@@ -257,7 +282,7 @@ class Sweeper:
             return 0
         # Devices that could not be queued are found again by the next pass.
         if isinstance(self.queue, OnceQueue):
-            outcome = self.queue.send_once(requests)
+            outcome = self.queue.send_page(requests)
             sent, result.already_queued = (
                 set(outcome.sent),
                 result.already_queued + len(outcome.already_queued),

@@ -7,9 +7,19 @@ instead of at the next scheduled sweep. The local stack answers the same Lambda 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from tokenflow import aws
 from tokenflow.observability import logger
+
+# The reason ingest gives (``wiring.Services.importer``): tokens were added, so the waiting devices
+# of every page may be served now; the sweep starts a new pass for it (``Sweeper.resume``).
+AFTER_IMPORT = "import added"
+
+
+def asks_for_new_pass(event: dict[str, Any]) -> bool:
+    """Whether a sweep invocation comes from an import that added tokens."""
+    return event.get("source") == "tokenflow" and str(event.get("reason", "")).startswith(AFTER_IMPORT)
 
 
 def request_sweep(function_name: str, reason: str) -> None:

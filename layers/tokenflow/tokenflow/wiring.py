@@ -182,6 +182,7 @@ class Services:
                 self.particle(),
                 self.once_queue(),
                 now=lambda: datetime.fromisoformat(self.clock()),
+                pass_interval=self.settings.sweep_pass_interval,
             )
 
         return self._part("sweeper", build)

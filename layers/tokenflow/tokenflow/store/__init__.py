@@ -32,6 +32,7 @@ from tokenflow.store.keys import (
     INDEX_BY_STATE,
     Keys,
 )
+from tokenflow.store.queue_marks import QueueMarks
 from tokenflow.store.shapes import PlainItem, RawItem, Request
 from tokenflow.store.table import StoreCalls, Table
 from tokenflow.store.tokens import AddTokensResult, NewToken
@@ -93,9 +94,10 @@ class Store:
         """TransactWriteItems with retries; TransactionCancelled (per-item codes) when a condition fails."""
         transactions.transact(self.db, items)
 
-    def apply(self, plan: Plan, now: str) -> None:
-        """Carry out a rule's plan as one guarded transaction; Changed when an item moved meanwhile."""
-        transactions.apply(self.db, plan, now)
+    def apply(self, plan: Plan, now: str, *, unmark: str | None = None) -> None:
+        """Carry out a rule's plan as one guarded transaction; Changed when an item moved meanwhile.
+        ``unmark``: a device whose queued mark the same transaction removes (``queue_marks``)."""
+        transactions.apply(self.db, plan, now, unmark=unmark)
 
     def counter_update(self, deltas: Mapping[str, int], shard: int | None = None) -> Request:
         """One transaction item that applies ``deltas`` to a (random) counter shard."""
@@ -125,9 +127,12 @@ class Store:
         """The AuthToken itself: only for the Ledger write and the one reveal route."""
         return _tokens.get_token_secret(self.db, tid)
 
-    def available_candidates(self, limit: int = 5) -> list[tuple[str, str]]:
-        """A few available tokens as (token id, token), starting at a random point of the index."""
-        return _tokens.available_candidates(self.db, limit)
+    def available_candidates(
+        self, limit: int = 5, *, from_random_point: bool = False
+    ) -> list[tuple[str, str]]:
+        """A few available tokens as (token id, token), from a random shard of the index (from a
+        random point of it with ``from_random_point``)."""
+        return _tokens.available_candidates(self.db, limit, from_random_point=from_random_point)
 
     def history(self, tid: str) -> list[PlainItem]:
         return _tokens.history(self.db, tid)
@@ -157,6 +162,10 @@ class Store:
 
     def note_redelivery(self, device_id: str, token_tid: str, now: str) -> None:
         devices.note_redelivery(self.db, device_id, token_tid, now)
+
+    def unmark_queued(self, device_id: str, queued_at: str) -> bool:
+        """Remove the device's queued mark set at ``queued_at`` (``queue_marks.QueueMarks.unmark``)."""
+        return QueueMarks(self.db).unmark(device_id, queued_at)
 
     # ---- imports -------------------------------------------------------------------------------
 

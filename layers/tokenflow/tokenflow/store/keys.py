@@ -179,13 +179,23 @@ def available_partitions() -> list[str]:
     return [available_partition(n) for n in range(AVAILABLE_SHARDS)]
 
 
-def available_query(partition: str) -> dict[str, Any]:
+def available_query(
+    partition: str, *, at_or_after: str | None = None, before: str | None = None
+) -> dict[str, Any]:
     """The tokens of one ``available`` partition (a shard, or the partition of tokens stored before
-    the shards), in their random sort order (``IndexName``, ``KeyConditionExpression``, values)."""
+    the shards), in their random sort order (``IndexName``, ``KeyConditionExpression``, values);
+    only those from the point ``at_or_after``, or only those before the point ``before``, when given
+    (a point of ``random_sort_key``)."""
+    if at_or_after is not None:
+        condition, values = f" AND {AVAILABLE_SK} >= :s", {":s": {"S": at_or_after}}
+    elif before is not None:
+        condition, values = f" AND {AVAILABLE_SK} < :s", {":s": {"S": before}}
+    else:
+        condition, values = "", {}
     return {
         "IndexName": INDEX_AVAILABLE,
-        "KeyConditionExpression": f"{AVAILABLE_PK} = :p",
-        "ExpressionAttributeValues": {":p": {"S": partition}},
+        "KeyConditionExpression": f"{AVAILABLE_PK} = :p{condition}",
+        "ExpressionAttributeValues": {":p": {"S": partition}, **values},
     }
 
 

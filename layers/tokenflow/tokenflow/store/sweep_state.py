@@ -8,13 +8,21 @@
   ``started_at``. It is moved after every page, under the lease, so a run that stops (its time
   budget, or an error) is continued from the page it had reached, never from page 1. A finished
   pass is kept as ``last_pass_*`` and the cursor is removed: the next run starts a new pass.
+- pace: a new pass starts only once ``min_interval_ms`` have gone by since the last one started
+  (the schedule's period), unless one was asked for (``new_pass_requested``: an import added tokens
+  while a pass was under way, or since the last one); a run that finds it too early lists nothing.
+  Without it, every run after a finished pass listed the whole fleet again: the local stack's
+  schedule, ingest's and the status reports' sweeps started pass after pass while the devices of
+  the first were still being served (2.2 listings of a 10,000-device fleet in one benchmark run).
 
-Every write is one UpdateItem on the one item (the sweep's role: dynamodb:UpdateItem on the table).
+Every write is one UpdateItem on the one item (the sweep's role: dynamodb:UpdateItem on the table);
+taking the lease is one, and starting a new pass one more.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -34,6 +42,9 @@ class SweepCursor:
     started_at: str
     # The owner of the expired lease this run took over (None: the lease was free).
     took_over_from: str | None = None
+    # No pass is under way and the last one started less than the interval ago: the run holds the
+    # lease but has nothing to list (``pass_id`` is empty).
+    resting: bool = False
 
 
 class SweepState:
@@ -41,50 +52,65 @@ class SweepState:
         self.db = db
 
     def acquire(
-        self, owner: str, now_ms: int, lease_ms: int, new_pass_id: str, now: str
+        self,
+        owner: str,
+        now_ms: int,
+        lease_ms: int,
+        new_pass_id: str,
+        now: str,
+        *,
+        min_interval_ms: int = 0,
+        request_new_pass: bool = False,
     ) -> SweepCursor | None:
-        """Take the lease until ``now_ms + lease_ms`` and answer the cursor (a new pass, page 1, when
-        none is under way); None when another run holds an unexpired lease."""
+        """Take the lease until ``now_ms + lease_ms`` and answer the cursor; None when another run
+        holds an unexpired lease.
+
+        When no pass is under way, a new one starts at page 1 if the last one started at least
+        ``min_interval_ms`` ago, or a new pass was asked for (``request_new_pass``, now or by an
+        earlier run); else the cursor is ``resting``. ``request_new_pass`` while a pass is under
+        way is kept for when it ends: the pass after it starts at once.
+        """
+        values: dict[str, Any] = {":now": now_ms, ":owner": owner, ":until": now_ms + lease_ms}
+        update = "SET lease_owner = :owner, lease_until = :until"
+        if request_new_pass:
+            update += ", new_pass_requested = :yes"
+            values[":yes"] = True
         try:
             answer = self.db.call(
                 "UpdateItem",
                 TableName=self.db.name,
                 Key=Keys.sweep_state(),
                 ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
-                UpdateExpression=(
-                    "SET lease_owner = :owner, lease_until = :until, "
-                    "pass_id = if_not_exists(pass_id, :pass), "
-                    "next_page = if_not_exists(next_page, :one), "
-                    "pages_done = if_not_exists(pages_done, :zero), "
-                    "started_at = if_not_exists(started_at, :at)"
-                ),
-                ExpressionAttributeValues=to_item(
-                    {
-                        ":now": now_ms,
-                        ":owner": owner,
-                        ":until": now_ms + lease_ms,
-                        ":pass": new_pass_id,
-                        ":one": 1,
-                        ":zero": 0,
-                        ":at": now,
-                    }
-                ),
+                UpdateExpression=update,
+                ExpressionAttributeValues=to_item(values),
                 ReturnValues="ALL_OLD",
             )
         except ClientError as exc:
             if _condition_failed(exc):
                 return None
             raise
-        # The item as it was: what if_not_exists kept is its value, the rest is this run's default.
         old = from_item(answer.get("Attributes") or {})
         previous = old.get("lease_owner")  # released leases are removed: one still set had expired
-        return SweepCursor(
-            pass_id=str(old.get("pass_id", new_pass_id)),
-            next_page=int(old.get("next_page", 1)),
-            pages_done=int(old.get("pages_done", 0)),
-            started_at=str(old.get("started_at", now)),
-            took_over_from=str(previous) if previous else None,
+        took_over_from = str(previous) if previous else None
+        if old.get("pass_id"):
+            return SweepCursor(
+                pass_id=str(old["pass_id"]),
+                next_page=int(old.get("next_page", 1)),
+                pages_done=int(old.get("pages_done", 0)),
+                started_at=str(old.get("started_at", now)),
+                took_over_from=took_over_from,
+            )
+        asked = request_new_pass or bool(old.get("new_pass_requested"))
+        last = _epoch_ms(str(old.get("last_pass_started_at") or ""))
+        if not asked and min_interval_ms > 0 and last is not None and now_ms - last < min_interval_ms:
+            return SweepCursor("", 0, 0, now, took_over_from, resting=True)
+        self._update(
+            "SET pass_id = :pass, next_page = :one, pages_done = :zero, started_at = :at "
+            "REMOVE new_pass_requested",
+            "lease_owner = :owner",
+            {":pass": new_pass_id, ":one": 1, ":zero": 0, ":at": now, ":owner": owner},
         )
+        return SweepCursor(new_pass_id, 1, 0, now, took_over_from)
 
     def advance(self, owner: str, pass_id: str, next_page: int, devices: int, queued: int) -> bool:
         """Record one page handled; False when this run no longer holds the lease (then it stops)."""
@@ -135,6 +161,18 @@ class SweepState:
                 return False
             raise
         return True
+
+
+def _epoch_ms(moment: str) -> int | None:
+    """Milliseconds since the epoch of a time in the table's format (ISO 8601, ``Z``); None when
+    there is none, or it cannot be read (no pass then holds the next one back)."""
+    try:
+        parsed = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)
 
 
 def _condition_failed(exc: ClientError) -> bool:

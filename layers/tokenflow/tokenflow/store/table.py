@@ -19,6 +19,9 @@ from tokenflow.store.shapes import PlainItem, RawItem, Request
 
 # BatchGetItem reads at most 100 keys per call.
 BATCH_GET_KEYS = 100
+# BatchWriteItem writes at most 25 items per call
+# (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html).
+BATCH_WRITE_ITEMS = 25
 # Unprocessed keys are asked for again at most this many times per batch, with jittered backoff:
 # "If DynamoDB returns any unprocessed items, you should retry the batch operation on those items.
 # However, we strongly recommend that you use an exponential backoff algorithm" (BatchGetItem, API
@@ -31,7 +34,8 @@ UNPROCESSED_BACKOFF_CAP = 2.0  # seconds: no single pause longer than this
 
 
 class UnprocessedKeysError(Exception):
-    """BatchGetItem still left keys unprocessed after every retry (the table is throttled)."""
+    """BatchGetItem (or BatchWriteItem) still left keys (items) unprocessed after every retry (the
+    table is throttled)."""
 
 
 @dataclass
@@ -49,7 +53,9 @@ class StoreCalls:
 
     def writes(self) -> int:
         return sum(
-            n for op, n in self.counts.items() if op in {"TransactWriteItems", "PutItem", "UpdateItem"}
+            n
+            for op, n in self.counts.items()
+            if op in {"TransactWriteItems", "PutItem", "UpdateItem", "BatchWriteItem"}
         )
 
 
@@ -94,6 +100,7 @@ class Table:
             "UpdateItem": self.client.update_item,
             "Query": self.client.query,
             "BatchGetItem": self.client.batch_get_item,
+            "BatchWriteItem": self.client.batch_write_item,
         }[operation]
         return method(**kwargs)
 
@@ -130,3 +137,29 @@ class Table:
                 cap = min(UNPROCESSED_BACKOFF_CAP, UNPROCESSED_BACKOFF_BASE * 2 ** (retries - 1))
                 self.sleep(cap * self.rng.random())
         return found
+
+    def batch_write(self, requests: Sequence[Request]) -> None:
+        """Write requests (``{"PutRequest": ...}`` or ``{"DeleteRequest": ...}``), one BatchWriteItem
+        per 25; unprocessed items are sent again with the same jittered backoff as ``batch_get``
+        (BatchWriteItem answers ``UnprocessedItems`` when throttled, and the API reference asks for
+        an exponential backoff there too), then UnprocessedKeysError.
+
+        No condition and no transaction: each item is written as given, whatever is there. Only for
+        items whose last writer may win (see ``queue_marks.QueueMarks.put``).
+        """
+        for start in range(0, len(requests), BATCH_WRITE_ITEMS):
+            request: Request = {self.name: list(requests[start : start + BATCH_WRITE_ITEMS])}
+            retries = 0
+            while True:
+                answer = self.call("BatchWriteItem", RequestItems=request)
+                request = answer.get("UnprocessedItems") or {}
+                if not request:
+                    break
+                if retries == self.max_unprocessed_retries:
+                    raise UnprocessedKeysError(
+                        f"BatchWriteItem left {len(request.get(self.name, []))} items unprocessed after "
+                        f"{retries + 1} attempts (the table is throttled)"
+                    )
+                retries += 1
+                cap = min(UNPROCESSED_BACKOFF_CAP, UNPROCESSED_BACKOFF_BASE * 2 ** (retries - 1))
+                self.sleep(cap * self.rng.random())

@@ -194,8 +194,16 @@ def get_token_secret(db: Table, tid: str) -> str:
     return token
 
 
-def available_candidates(db: Table, limit: int = 5) -> list[tuple[str, str]]:
+def available_candidates(
+    db: Table, limit: int = 5, *, from_random_point: bool = False
+) -> list[tuple[str, str]]:
     """A few available tokens as (token id, token), from a shard drawn at random.
+
+    ``from_random_point`` (an assign batch's candidates, more than a claim's few): the drawn shard
+    is read from a point of its sort order drawn at random, and from its start when fewer tokens
+    lie past that point (a second query, needed about ``limit`` times in the shard's size). The
+    batches of concurrent workers then hold different tokens, where two batches that drew the same
+    end of the same shard would hold the same ones and lose most of their claims to each other.
 
     The shard is drawn among those not found empty lately; should it be empty, the partition of
     tokens stored before the shards comes next, then the other shards in turn, those found empty
@@ -215,19 +223,40 @@ def available_candidates(db: Table, limit: int = 5) -> list[tuple[str, str]]:
     order = [first] + [p for p in others if p not in empty] + [p for p in others if p in empty]
     forward = db.rng.random() < 0.5
     for partition in order:
-        answer = db.call(
-            "Query",
-            TableName=db.name,
-            **keys.available_query(partition),
-            ScanIndexForward=forward,
-            Limit=limit,
-        )
-        items = answer.get("Items", [])
+        if from_random_point and partition == first:
+            items = _from_random_point(db, partition, limit)
+        else:
+            answer = db.call(
+                "Query",
+                TableName=db.name,
+                **keys.available_query(partition),
+                ScanIndexForward=forward,
+                Limit=limit,
+            )
+            items = answer.get("Items", [])
         if items:
             db.empty_partitions.pop(partition, None)
             return [(keys.token_id_of(item), item["token"]) for item in map(from_item, items)]
         db.empty_partitions[partition] = now
     return []
+
+
+def _from_random_point(db: Table, partition: str, limit: int) -> list[dict[str, Any]]:
+    """Up to ``limit`` index entries of one partition from a random point on, then from its start."""
+    point = keys.random_sort_key(db.rng)
+    answer = db.call(
+        "Query", TableName=db.name, **keys.available_query(partition, at_or_after=point), Limit=limit
+    )
+    items: list[dict[str, Any]] = answer.get("Items", [])
+    if len(items) < limit:
+        answer = db.call(
+            "Query",
+            TableName=db.name,
+            **keys.available_query(partition, before=point),
+            Limit=limit - len(items),
+        )
+        items += answer.get("Items", [])
+    return items
 
 
 def history(db: Table, tid: str) -> list[PlainItem]:

@@ -104,9 +104,14 @@ def transact(db: Table, items: Sequence[Request], *, token: str | None = None) -
             db.sleep(min(2.0, 0.02 * 2**attempt) * db.rng.random())
 
 
-def apply(db: Table, plan: Plan, now: str) -> None:
+def apply(db: Table, plan: Plan, now: str, *, unmark: str | None = None) -> None:
     """Carry out a rule's plan as one transaction: every write guarded as the rule read its item,
     the history events, and the counter shard moved by the state changes the writes make.
+
+    ``unmark``: a device whose queued mark (``queue_marks``) goes in the same transaction, so the
+    worker that claims or delivers its device pays no call of its own for the mark. The Delete is
+    unconditional: a condition on it would cancel the claim with it, and removing a mark set for a
+    newer message costs at most one more message later; exactly once rests on the guarded writes.
 
     Raises Changed (naming the item) when any guarded item changed since it was read.
     """
@@ -117,6 +122,8 @@ def apply(db: Table, plan: Plan, now: str) -> None:
         items.append(counter_update(db, counter_deltas(**deltas)))
     if not items:
         return
+    if unmark:
+        items.append({"Delete": {"TableName": db.name, "Key": keys.Keys.queued(unmark)}})
     try:
         # The plan's history events carry random sort keys: every apply is its own request, and
         # only the retries inside transact() repeat it.

@@ -1,0 +1,128 @@
+"""The sweep's pace: a full pass over the product at most once per schedule period (an import asks for
+one at once), and a run that ends well before its timeout. The sweep handler as Lambda runs it,
+with moto and the Particle simulator over HTTP, and a table clock the tests move."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import boto3
+import pytest
+
+from tests.conftest import TABLE
+from tests.support.events import load_event
+from tests.support.factories import TableClock
+from tests.support.functions import configure_functions
+from tokenflow import wiring
+from tokenflow.particle import ParticleClient
+from tokenflow.settings import pass_interval
+from tokenflow.store import Store
+from tokenflow.store.sweep_state import SweepState
+from tokenflow_local import lambda_runtime
+from tokenflow_local.particle_sim import ParticleSimulator
+from tokenflow_local.particle_sim_cloud import ROUTE_DEVICES
+
+PER_PAGE = 10
+START = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+
+
+@dataclass
+class Countdown(lambda_runtime.LambdaContext):
+    """A Lambda context whose remaining time is ``left_ms``, less ``step_ms`` after each question."""
+
+    left_ms: int = 300_000
+    step_ms: int = 20_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        left = self.left_ms
+        self.left_ms -= self.step_ms
+        return left
+
+
+@pytest.fixture
+def sim():
+    with ParticleSimulator(max_per_page=PER_PAGE) as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def stack(monkeypatch, dynamodb, sim):
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="assign")["QueueUrl"]
+    configure_functions(monkeypatch, sim, queue, SWEEP_SCHEDULE="rate(10 minutes)")
+    clock = TableClock(START)
+    particle = ParticleClient(sim.url, sim.access_token, sim.product)
+    graph = wiring.install(wiring.Services(clock=clock, particle=particle))
+    return {"sim": sim, "clock": clock, "graph": graph}
+
+
+def run(event: str = "sweep/scheduled.json", context: lambda_runtime.LambdaContext | None = None) -> dict:
+    handler = lambda_runtime.load_handler("sweep")
+    return handler.lambda_handler(
+        load_event(event), context or lambda_runtime.LambdaContext(function_name="sweep")
+    )
+
+
+def listed(stack: dict) -> int:
+    return stack["sim"].request_count("GET", ROUTE_DEVICES)
+
+
+def test_the_pass_interval_is_the_schedule_period_less_its_minute_of_jitter():
+    assert pass_interval("rate(10 minutes)") == 540
+    assert pass_interval("rate(1 hour)") == 3540
+    assert pass_interval("rate(1 minute)") == 30
+    assert pass_interval("rate(5 seconds)") == 2.5  # the local stack's tick
+    assert pass_interval("cron(0 * * * ? *)") == 0 and pass_interval("") == 0
+
+
+def test_a_new_pass_starts_at_most_once_per_schedule_period(stack):
+    stack["sim"].add_devices(25)
+    first = run()
+    assert (first["stopped"], first["pages"]) == ("finished", 3)
+    assert listed(stack) == 3
+
+    # Ticks (and sweeps started by status reports) before the period is over list nothing.
+    for seconds in (0, 5, 300, 539):
+        stack["clock"].now = START + timedelta(seconds=seconds)
+        rested = run()
+        assert (rested["stopped"], rested["pages"], rested["pass_id"]) == ("rested", 0, None)
+    assert listed(stack) == 3
+    assert "lease_owner" not in (SweepState(Store(TABLE).db).get() or {})  # given back at once
+
+    stack["clock"].now = START + timedelta(seconds=541)
+    second = run()
+    assert (second["stopped"], second["first_page"], second["pages"]) == ("finished", 1, 3)
+    assert second["pass_id"] != first["pass_id"]
+    assert listed(stack) == 6
+
+
+def test_an_import_starts_a_new_pass_at_once_or_right_after_the_one_under_way(stack):
+    stack["sim"].add_devices(25)
+    assert run()["stopped"] == "finished"
+
+    # Tokens were added: waiting devices on every page may be served now, whatever the pace. (This
+    # run has time for two pages.)
+    stack["clock"].now = START + timedelta(seconds=5)
+    partial = run(
+        "sweep/after-import.json", Countdown(function_name="sweep", left_ms=100_000, step_ms=30_000)
+    )
+    assert (partial["stopped"], partial["first_page"], partial["next_page"]) == ("budget", 1, 3)
+    # Another import while that pass is under way: this run continues the pass from its cursor,
+    # and the pass after it starts at the next tick instead of a period later.
+    continued = run("sweep/after-import.json")
+    assert (continued["stopped"], continued["first_page"]) == ("finished", 3)
+    stack["clock"].now = START + timedelta(seconds=10)
+    assert run()["first_page"] == 1
+    assert listed(stack) == 3 + 2 + 1 + 3
+    assert run()["stopped"] == "rested"  # the request was used up by that pass
+
+
+def test_a_run_uses_at_most_sixty_percent_of_its_time(stack):
+    stack["sim"].add_devices(150)  # 15 pages
+    # 300 s at the start, 20 s less per question: it stops while 120 s (40 %) are still left,
+    # where the margin alone (30 s and its longest page) would have let it run to 40 s.
+    result = run(context=Countdown(function_name="sweep"))
+    assert (result["stopped"], result["pages"], result["next_page"]) == ("budget", 9, 10)
+    rest = run(context=Countdown(function_name="sweep"))
+    assert (rest["stopped"], rest["first_page"], rest["pages"]) == ("finished", 10, 6)
