@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import IO, Any
@@ -217,17 +217,24 @@ def state_text(state: Any) -> Text:
     return Text(_cell(state), style=STATE_STYLES.get(str(state), ""))
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, wrap: Collection[str] = ()) -> Table:
     """Left-aligned columns two spaces apart, upper-case headers, no borders; None shows as '-'.
 
-    A column named "state" or "status" is coloured by its value.
+    A column named "state" or "status" is coloured by its value. On a terminal too narrow for the
+    whole table, the ``wrap`` columns (free text) wrap and the others keep their full width: an id
+    cut short would name nothing.
     """
     grid = Table(box=None, pad_edge=False, show_edge=False, header_style=HEADER)
-    for header in headers:
-        grid.add_column(header.upper(), no_wrap=True, overflow="ellipsis")
+    cells = [[_cell(v) for v in row] for row in rows]
+    for n, header in enumerate(headers):
+        if header in wrap:
+            grid.add_column(header.upper(), overflow="fold")
+        else:
+            widest = max([len(header), *(len(row[n]) for row in cells)])
+            grid.add_column(header.upper(), no_wrap=True, min_width=widest)
     coloured = {i for i, h in enumerate(headers) if h in ("state", "status")}
-    for row in rows:
-        grid.add_row(*(state_text(v) if i in coloured else Text(_cell(v)) for i, v in enumerate(row)))
+    for row in cells:
+        grid.add_row(*(state_text(v) if i in coloured else Text(v) for i, v in enumerate(row)))
     return grid
 
 
@@ -333,7 +340,7 @@ def imports_table(items: Sequence[Mapping[str, Any]]) -> Table:
         ]
         for i in items
     ]
-    return table(["import", "status", "added", "known", "rejected", "finished", "file"], rows)
+    return table(["import", "status", "added", "known", "rejected", "finished", "file"], rows, wrap=("file",))
 
 
 def imports(data: Mapping[str, Any]) -> str:
@@ -362,7 +369,8 @@ def import_result_view(i: Mapping[str, Any]) -> RenderableType:
     title = "REJECTED ROWS"
     if report.get("problems_truncated"):
         title += " (the first ones: the report keeps no more)"
-    return Group(pairs, Text(title, style=HEADER), _indent(table(["row", "token", "reason"], rows)))
+    rejected = table(["row", "token", "reason"], rows, wrap=("reason",))
+    return Group(pairs, Text(title, style=HEADER), _indent(rejected))
 
 
 def import_result(i: Mapping[str, Any]) -> str:
@@ -417,7 +425,7 @@ def devices_view(items: Sequence[Mapping[str, Any]]) -> Table:
         "delivered/confirmed",
         "error",
     ]
-    return table(headers, rows)
+    return table(headers, rows, wrap=("name", "error"))
 
 
 def devices(items: Sequence[Mapping[str, Any]]) -> str:
@@ -487,9 +495,8 @@ def token_view(t: Mapping[str, Any]) -> RenderableType:
     if not history:
         return fields(pairs)
     rows = [[when(e.get("at")), e.get("event"), _extra(e)] for e in history]
-    return Group(
-        fields(pairs), Text("HISTORY", style=HEADER), _indent(table(["at", "event", "details"], rows))
-    )
+    events = table(["at", "event", "details"], rows, wrap=("details",))
+    return Group(fields(pairs), Text("HISTORY", style=HEADER), _indent(events))
 
 
 def token(t: Mapping[str, Any]) -> str:
