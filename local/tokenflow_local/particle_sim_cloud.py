@@ -35,6 +35,7 @@ LEDGER_PATH = re.compile(
 DEVICES_PATH = re.compile(r"^/v1/products/(?P<product>[^/]+)/devices$")
 DEVICE_PATH = re.compile(r"^/v1/products/(?P<product>[^/]+)/devices/(?P<device>[^/]+)$")
 LEDGER_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
+SERIAL_PATH = re.compile(r"^/v1/serial_numbers/(?P<serial>[^/]+)$")
 DEFAULT_PER_PAGE = 25
 # The Ledger instance list's default page size: particle-api-js 12.0.3 ``listLedgerInstances``
 # documents ``perPage`` as "Number of results per page. Default is 100".
@@ -353,6 +354,20 @@ class CloudAPI(DeviceOS):
                 return 405, {}, {"ok": False, "error": "Method not allowed"}
             with self.lock:
                 return 200, {}, json.loads(json.dumps(self.token_info))
+        match = SERIAL_PATH.match(path)
+        if match:  # "Look up device identification from a serial number" (particle.py cites it)
+            if method != "GET":
+                return 405, {}, {"ok": False, "error": "Method not allowed"}
+            serial = unquote(match["serial"])
+            with self.lock:
+                found = [d for d in self.fleet.values() if d.get("serial_number") == serial]
+            if not found:
+                return 404, {}, {"ok": False, "error": "Serial number not found"}
+            return (
+                200,
+                {},
+                {"ok": True, "device_id": found[0]["id"], "platform_id": found[0].get("platform_id")},
+            )
         match = LEDGER_DEFINITION_PATH.match(path)
         if match is None:
             return None

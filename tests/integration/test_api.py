@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -644,3 +645,81 @@ def test_a_report_older_than_the_confirmation_changes_nothing(world):
     # the same report published after the confirmation is a device that lost its token
     lost = {**status_body(device(1), None), "published_at": "2099-01-01T00:00:00.000Z"}
     assert hook(world, lost)[1]["action"] == "redeliver"
+
+
+# ---- what the console reads: groups, activity, timeline, serial numbers -----------------------------
+
+
+def test_swagger_groups_every_route_by_tag_reading_first_then_acting(world):
+    _, spec, _ = world["api"].get("/openapi.json")
+    order = [t["name"] for t in spec["tags"]]
+    assert order == ["summary", "devices", "tokens", "imports", "lifecycle"]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            assert len(operation.get("tags", [])) == 1, (method, path)
+            assert operation["tags"][0] in order, (method, path)
+            if method == "post":
+                assert operation["tags"] == ["lifecycle"], path
+
+
+def test_activity_counts_tokens_assigned_and_confirmed_per_hour(world):
+    api = world["api"]
+    fleet = wiring.fleet()
+    fleet.now = lambda: datetime(2026, 11, 23, 12, 30, tzinfo=UTC)  # NOW (the claims) was 10:00
+    calls_before = fleet.store.calls.total
+    status, data, _ = api.get("/activity", hours=26)
+    assert status == 200, data
+    api.valid("Activity", data)
+    hours = data["hours"]
+    assert len(hours) == 26 and hours[0]["hour"] == "2026-11-22T11" and hours[-1]["hour"] == "2026-11-23T12"
+    by_hour = {h["hour"]: (h["assigned"], h["confirmed"]) for h in hours}
+    assert by_hour["2026-11-23T10"] == (3, 0)
+    assert sum(a for a, _ in by_hour.values()) == 3
+    assert fleet.store.calls.total - calls_before == 2  # one Query per day the window spans
+
+    # A confirmation is counted in the hour it happens (the webhook's clock: now).
+    status, _, _ = hook(world, status_body(device(1), world["given"][device(1)]))
+    assert status == 200
+    fleet.now = lambda: datetime.now(UTC)
+    _, data, _ = api.get("/activity", hours=1)
+    assert [(h["assigned"], h["confirmed"]) for h in data["hours"]] == [(0, 1)]
+    status, data, _ = api.get("/activity", hours=169)
+    assert status == 422
+
+
+def test_a_device_timeline_joins_its_timestamps_and_its_tokens_history(world):
+    api = world["api"]
+    status, data, _ = api.get(f"/devices/{device(1)}/history")
+    assert status == 200, data
+    api.valid("DeviceHistory", data)
+    events = data["events"]
+    assert [e["at"] for e in events] == sorted(e["at"] for e in events)
+    assert {("device", "assigned"), ("device", "delivered")} <= {(e["source"], e["event"]) for e in events}
+    assert not any(e["source"] == "token" for e in events)  # claims and deliveries are the device's own
+
+    # After an RMA the replacement's timeline carries its token's transfer, naming both devices.
+    status, _, _ = api.post(f"/devices/{device(1)}/transfer", {"to": device(20)})
+    assert status == 202
+    _, data, _ = api.get(f"/devices/{device(20)}/history")
+    transfer = [e for e in data["events"] if e["source"] == "token"]
+    assert [e["event"] for e in transfer] == ["transferred"]
+    assert transfer[0]["details"] == {"from": device(1), "to": device(20)}
+    assert ("device", "assigned") in {(e["source"], e["event"]) for e in data["events"]}
+    status, data, _ = api.get(f"/devices/{device(30)}/history")
+    assert status == 404
+
+
+def test_a_serial_number_is_looked_up_at_particle(world):
+    api = world["api"]
+    serial = next(d["serial_number"] for d in world["sim"].devices() if d["id"] == device(2))
+    status, data, _ = api.get(f"/serial_numbers/{serial}")
+    assert status == 200, data
+    api.valid("SerialNumberLookup", data)
+    assert data == {"serial_number": serial, "device_id": device(2), "known": True}
+    serial = next(d["serial_number"] for d in world["sim"].devices() if d["id"] == device(20))
+    _, data, _ = api.get(f"/serial_numbers/{serial}")
+    assert data["device_id"] == device(20) and data["known"] is False
+    status, data, _ = api.get("/serial_numbers/NOSUCHSERIAL1")
+    assert status == 404 and "no device with serial number" in data["message"]
+    status, _, _ = api.get("/serial_numbers/bad..serial")
+    assert status == 422

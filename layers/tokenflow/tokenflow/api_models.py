@@ -118,6 +118,37 @@ class DevicePage(BaseModel):
     cursor: str | None = Field(None, description="Pass as ?cursor= for the next page; null on the last")
 
 
+class DeviceEvent(BaseModel):
+    at: str
+    event: str = Field(
+        description="What happened: seen, assigned, delivered, confirmed, ... or a token event"
+    )
+    source: str = Field(description="device (its own timestamps) or token (its token's history)")
+    device_id: str | None = Field(None, description="The device the event concerns, when it names one")
+    details: dict[str, Any] = Field(default_factory=dict, description="The event's other fields")
+
+
+class DeviceHistory(BaseModel):
+    device_id: str
+    events: list[DeviceEvent] = Field(description="Oldest first")
+
+
+class SerialNumberLookup(BaseModel):
+    serial_number: str
+    device_id: str = Field(description="The device Particle knows under this serial number")
+    known: bool = Field(description="Whether Tokenflow has a record of the device")
+
+
+class ActivityHour(BaseModel):
+    hour: str = Field(description="The hour (UTC), YYYY-MM-DDTHH")
+    assigned: int = Field(description="Tokens that became assigned in that hour")
+    confirmed: int = Field(description="Tokens their device confirmed in that hour")
+
+
+class Activity(BaseModel):
+    hours: list[ActivityHour] = Field(description="Oldest first, the current hour last")
+
+
 class TokenEvent(BaseModel):
     model_config = ConfigDict(extra="allow")
     event: str

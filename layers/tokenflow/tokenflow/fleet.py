@@ -9,7 +9,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
+import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -64,8 +67,38 @@ class BadRequest(ValueError):
     """The request cannot be answered as asked (the message says why)."""
 
 
+class LookupUnavailable(Exception):
+    """Particle did not answer a lookup the request needs (the message says which)."""
+
+
 class ReportReader(Protocol):
     def read_report(self, key: str) -> dict[str, Any] | None: ...
+
+
+class SerialLookup(Protocol):
+    def device_id_for_serial(self, serial_number: str) -> str | None: ...
+
+    def deadline(self, at: float | None) -> AbstractContextManager[None]: ...
+
+
+# A Particle serial number: letters and digits (e.g. P046AB0000001, E26AAA111111111); the bound keeps
+# anything else out of the lookup's path.
+SERIAL_RE = re.compile(r"[A-Za-z0-9]{6,32}")
+# The API Gateway integration ends at 30 s: a lookup the cloud makes wait longer answers 503 instead.
+SERIAL_LOOKUP_SECONDS = 10.0
+# A device's own timestamps, as events of its timeline.
+DEVICE_TIMELINE_FIELDS = (
+    ("first_seen_at", "seen"),
+    ("assigned_at", "assigned"),
+    ("delivered_at", "delivered"),
+    ("confirmed_at", "confirmed"),
+    ("failed_at", "failed"),
+    ("mismatch_at", "mismatch"),
+    ("redelivered_at", "redelivered"),
+    ("cleared_at", "cleared"),
+    ("retired_at", "retired"),
+    ("live_at", "live"),
+)
 
 
 def token_ref(item: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -149,11 +182,13 @@ class Fleet:
         low_stock_threshold: int,
         reports: ReportReader | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        serials: Callable[[], SerialLookup] | None = None,
     ) -> None:
         self.store = store
         self.low_stock_threshold = low_stock_threshold
         self.reports = reports
         self.now = now
+        self.serials = serials  # the Particle client, made at its first use (only a search needs it)
 
     def summary(self) -> dict[str, Any]:
         """Counts per state, the low-stock flag and the latest imports: one DynamoDB read."""
@@ -169,7 +204,63 @@ class Fleet:
             "liveness": liveness.summary_block(counts.get("liveness")),
         }
 
+    def activity(self, hours: int) -> dict[str, Any]:
+        """Tokens assigned and confirmed in each of the last ``hours`` hours (UTC), oldest first."""
+        return {"hours": self.store.activity(self.now(), hours)}
+
     # ---- devices -------------------------------------------------------------------------------
+
+    def device_history(self, device_id: str) -> dict[str, Any]:
+        """A device's timeline: its own timestamps and its token's history, oldest first."""
+        item = self.store.get_device(device_id)
+        if not item:
+            raise NotFound(f"device {device_id} is unknown to Tokenflow")
+        events: list[dict[str, Any]] = [
+            {"at": item[field], "event": what, "source": "device", "device_id": device_id, "details": {}}
+            for field, what in DEVICE_TIMELINE_FIELDS
+            if item.get(field)
+        ]
+        if item.get("token_id"):
+            for event in self.store.history(item["token_id"]):
+                details = {
+                    k: v
+                    for k, v in keys.without_key(event).items()
+                    if k not in ("kind", "event", "at", "device_id")
+                }
+                events.append(
+                    {
+                        "at": event["at"],
+                        "event": event["event"],
+                        "source": "token",
+                        "device_id": event.get("device_id"),
+                        "details": details,
+                    }
+                )
+        events.sort(key=lambda e: (str(e["at"]), e["source"] == "token"))
+        return {"device_id": device_id, "events": events}
+
+    def device_by_serial(self, serial_number: str) -> dict[str, Any]:
+        """Which device carries a serial number (Particle's lookup), and whether Tokenflow knows it."""
+        if not SERIAL_RE.fullmatch(serial_number):
+            raise BadRequest("a serial number is 6 to 32 letters and digits")
+        if self.serials is None:
+            raise LookupUnavailable(
+                "no Particle product is configured, so serial numbers cannot be looked up"
+            )
+        from tokenflow.particle import ParticleError, ParticleNotFound
+
+        client = self.serials()
+        try:
+            with client.deadline(time.monotonic() + SERIAL_LOOKUP_SECONDS):
+                device_id = client.device_id_for_serial(serial_number)
+        except ParticleNotFound:
+            device_id = None
+        except ParticleError as exc:
+            raise LookupUnavailable(f"Particle did not answer the serial number lookup ({exc})") from None
+        if device_id is None:
+            raise NotFound(f"Particle knows no device with serial number {serial_number}")
+        known = self.store.get_device(device_id) is not None
+        return {"serial_number": serial_number, "device_id": device_id, "known": known}
 
     def device(self, device_id: str) -> dict[str, Any]:
         item = self.store.get_device(device_id)

@@ -224,10 +224,12 @@ class Services:
             from tokenflow.reports import S3Reports
 
             bucket = self.settings.exports_bucket
+            has_particle = "particle" in self._parts or bool(self.settings.particle_product)
             return Fleet(
                 self.store(),
                 low_stock_threshold=self.settings.low_stock_threshold,
                 reports=S3Reports(bucket) if bucket else None,
+                serials=self.particle if has_particle else None,  # made at the first serial search
             )
 
         return self._part("fleet", build)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from tokenflow.model import DEVICE_STATES, TOKEN_STATES, Changed, Plan
@@ -106,6 +107,10 @@ class Store:
     def summary(self) -> dict[str, Any]:
         """Every counter shard and the recent imports in one BatchGetItem, summed."""
         return counters.summary(self.db)
+
+    def activity(self, now: datetime, hours: int) -> list[dict[str, Any]]:
+        """Tokens assigned and confirmed per hour over the last ``hours`` hours, oldest first."""
+        return counters.activity(self.db, now, hours)
 
     # ---- tokens --------------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ One table, composite key ``pk``/``sk``:
 - sweep state: ``SWEEP#STATE`` / ``SWEEP``: the sweep's lease and its page cursor (store/sweep_state.py);
 - queued mark: ``QUEUED#<device id>`` / ``QUEUED``: the device has a message in the assign queue
   that no worker has handled yet (store/queue_marks.py).
+- hourly activity: ``ACTIVITY#<YYYY-MM-DD>`` / ``<HH>#<n>``: tokens assigned and confirmed in that
+  hour (UTC), counted in shard ``n`` by the transactions that move them; expire by the table's TTL.
 
 Indexes (sparse, so each holds only the items that carry its key; template.yaml defines them and
 the test above checks that the names here are the template's):
@@ -334,3 +336,33 @@ def device_listing_key(state: str, device_id: str) -> RawItem:
         BY_STATE_PK: {"S": Keys.device_state_partition(state)},
         BY_STATE_SK: {"S": device_id},
     }
+
+
+# ---- hourly activity (store/counters.py): tokens assigned and confirmed per hour -------------------
+
+ACTIVITY_PREFIX = "ACTIVITY#"
+# The table's TimeToLiveSpecification attribute (template.yaml): epoch seconds after which DynamoDB
+# deletes the item by itself.
+TTL_ATTRIBUTE = "expires_at"
+
+
+def activity_key(hour: str, shard: int) -> RawItem:
+    """One shard of one hour's activity counts; ``hour`` is ``YYYY-MM-DDTHH`` (UTC). One partition
+    per day, so the last hours are one Query per day they span."""
+    day, hh = hour[:10], hour[11:13]
+    return {PK: {"S": f"{ACTIVITY_PREFIX}{day}"}, SK: {"S": f"{hh}#{shard}"}}
+
+
+def activity_query(day: str, from_hh: str) -> dict[str, Any]:
+    """The activity shards of ``day`` (``YYYY-MM-DD``) from hour ``from_hh`` (``HH``) on."""
+    return {
+        "KeyConditionExpression": f"{PK} = :pk AND {SK} >= :from",
+        "ExpressionAttributeValues": {":pk": {"S": f"{ACTIVITY_PREFIX}{day}"}, ":from": {"S": from_hh}},
+    }
+
+
+def activity_hour_of(item: Mapping[str, Any]) -> str:
+    """The ``YYYY-MM-DDTHH`` hour an activity shard item (plain values) counts."""
+    pk: str = item[PK]
+    sk: str = item[SK]
+    return f"{pk.removeprefix(ACTIVITY_PREFIX)}T{sk.split('#', 1)[0]}"

@@ -18,7 +18,13 @@ from botocore.exceptions import ClientError
 from tokenflow.model import Changed, Event, Plan, Write
 from tokenflow.store import keys
 from tokenflow.store.codec import to_item
-from tokenflow.store.counters import counter_deltas, counter_update
+from tokenflow.store.counters import (
+    ACTIVITY_STATES,
+    STATS_SHARDS,
+    activity_update,
+    counter_deltas,
+    counter_update,
+)
 from tokenflow.store.shapes import Request
 from tokenflow.store.table import Table
 
@@ -119,7 +125,12 @@ def apply(db: Table, plan: Plan, now: str, *, unmark: str | None = None) -> None
     items += [history_event(db, e, now) for e in plan.events]
     deltas = plan.counter_deltas()
     if deltas:
-        items.append(counter_update(db, counter_deltas(**deltas)))
+        shard = db.rng.randrange(STATS_SHARDS)
+        items.append(counter_update(db, counter_deltas(**deltas), shard))
+        entered = tokens_entering(plan)  # a token entering a state always moves a counter
+        if entered:
+            # The hourly activity rides in the same transaction (no call of its own), in the same shard.
+            items.append(activity_update(db, now, entered, shard))
     if not items:
         return
     if unmark:
@@ -133,6 +144,17 @@ def apply(db: Table, plan: Plan, now: str, *, unmark: str | None = None) -> None
             if code == "ConditionalCheckFailed":
                 raise Changed(f"{write.kind} {write.id[:12]}") from None
         raise
+
+
+def tokens_entering(plan: Plan) -> dict[str, int]:
+    """How many of the plan's token writes enter each state the hourly activity counts (a token
+    already in that state does not count again)."""
+    entered: dict[str, int] = {}
+    for write in plan.writes:
+        after = write.state_after
+        if write.kind == "token" and after in ACTIVITY_STATES and write.state_before != after:
+            entered[after] = entered.get(after, 0) + 1
+    return entered
 
 
 def write_item(db: Table, write: Write) -> Request:
