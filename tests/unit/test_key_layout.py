@@ -24,7 +24,7 @@ KEYS_MODULE = ROOT / "layers" / "tokenflow" / "tokenflow" / "store" / "keys.py"
 SKIPPED_DIRS = {"__pycache__", ".aws-sam", "build", ".pytest_cache", ".mypy_cache", ".ruff_cache"}
 
 # Distinctive enough to be searched for anywhere in a file, comments and docstrings included.
-PREFIXES = ("TOKEN#", "DEVICE#", "IMPORT#", "IMPORTS#", "STATS#", "EVENT#", "DEVSTATE#")
+PREFIXES = ("TOKEN#", "DEVICE#", "IMPORT#", "IMPORTS#", "STATS#", "EVENT#", "DEVSTATE#", "ACTIVITY#")
 DISTINCTIVE = (*PREFIXES, "gsi1pk", "gsi1sk", "by-state", "by-qr")
 # Too common as words ("ask") or as data ("qr_token" is also the token's own attribute, "available"
 # also a state) to search for in prose: found in code only, as a whole string literal, a keyword
@@ -168,6 +168,13 @@ def test_the_key_module_names_the_templates_table_keys_and_indexes() -> None:
         keys.INDEX_AVAILABLE: {keys.AVAILABLE_PK: "HASH", keys.AVAILABLE_SK: "RANGE"},
         keys.INDEX_BY_STATE: {keys.BY_STATE_PK: "HASH", keys.BY_STATE_SK: "RANGE"},
         keys.INDEX_BY_QR: {keys.BY_QR_PK: "HASH"},
+    }
+
+
+def test_the_items_that_expire_carry_the_templates_time_to_live_attribute() -> None:
+    assert resource("Table")["TimeToLiveSpecification"] == {
+        "AttributeName": keys.TTL_ATTRIBUTE,
+        "Enabled": True,
     }
 
 
