@@ -8,14 +8,14 @@ What runs where (all on 127.0.0.1), and which module of ``tokenflow_local`` does
 - the Particle Cloud simulator with the product's fleet (``particle_sim``);
 - the functions, unchanged, in background threads (``lambda_runtime``), triggered as on AWS
   (``triggers``):
-  * ingest: by every new object under ``incoming/`` that matches the template's S3 filters (moto
-    drops S3 notifications, so a poller lists the prefix and sends the notification Lambda would get),
+  * ingest: by every new object under ``incoming/`` that matches the template's S3 filters (the
+    bucket notification moto sends, handed to the local function by ``triggers.S3PushNotifications``),
     invoked asynchronously with the template's retries and failure queue;
   * sweep: by the schedule (a short interval here instead of ``SweepSchedule``) and by ingest's own
     ``lambda.invoke(InvocationType="Event")``, which reaches a small local Lambda Invoke endpoint
     (``AWS_ENDPOINT_URL_LAMBDA``); one sweep at a time, as its reserved concurrency of 1 makes it;
   * assign: fed by SQS pollers (the event source mapping: the template's batch size and maximum
-    concurrency, receive counts, visibility and the redrive policy to the dead-letter queue);
+    concurrency, long polling, receive counts, visibility and the redrive policy to the dead-letter queue);
   * api: behind the local HTTP gateway (API Gateway HTTP API v2 events, ``gateway``);
 - simulated devices that read their Ledger and post the status event to the webhook route (``devices``),
   and publish their readings, which the Particle simulator forwards through
@@ -26,7 +26,8 @@ What runs where (all on 127.0.0.1), and which module of ``tokenflow_local`` does
 
 This module only composes them: what starts in which order, and what stops in the reverse one. The
 process it all runs in (ports, environment, cached clients) is ``processes``'. Everything stops with
-``stop()`` (or the context manager), and the process environment is restored.
+``stop()`` (or the context manager), and the process environment is restored. With ``state_dir``,
+``stop()`` saves the state and the next ``start()`` restores it (``persistence``; ``fresh`` forgets it).
 """
 
 from __future__ import annotations

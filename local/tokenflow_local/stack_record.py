@@ -12,8 +12,8 @@ of that exists in moto until this module writes it:
   reports as confirmed: an operator who followed the confirmation link;
 - the ``IngestFunction`` stack resource, and the bucket's notification to it with the template's
   key filters. The function itself is deleted from moto's Lambda once the stack holds its name: moto
-  would otherwise try to run it in Docker on every upload (the local stack's own poller delivers the
-  notifications, ``triggers.S3Notifications``).
+  would otherwise try to run it in Docker on every upload (the local stack hands moto's notifications
+  to the local function, ``triggers.S3PushNotifications``).
 """
 
 from __future__ import annotations
