@@ -298,6 +298,20 @@ def test_an_unknown_device_is_one_line_on_stderr(cli):
     assert code == 1 and "not a device id" in one_line_error(err)
 
 
+def test_usage_errors_are_one_line_with_exit_status_2_and_help_goes_to_the_given_stream():
+    code, out, err = tokenflow("devices", "--state", "bogus")
+    assert code == 2 and out == ""
+    line = one_line_error(err)
+    assert "'--state'" in line and "bogus" in line and line.endswith("(see tokenflow devices --help)")
+
+    code, out, err = tokenflow()
+    assert code == 2 and "Missing command" in one_line_error(err)
+
+    code, out, err = tokenflow("labels", "--help")
+    assert code == 0 and err == ""
+    assert out.startswith("Usage: tokenflow labels [OPTIONS]") and "--output" in out
+
+
 def test_an_unreachable_api_is_one_line_on_stderr(stack):
     code, _, err = tokenflow("--api-url", "http://127.0.0.1:9", "--no-sign", "summary")
     assert code == 1 and "cannot reach the API" in one_line_error(err)
@@ -505,6 +519,7 @@ def test_json_output_is_the_api_answer_byte_for_byte(stack, cli):
         assert out == json.dumps(wrap(answer), indent=2, ensure_ascii=False) + "\n"
 
     same(f"/tokens/{qr}", "find", qr)
+    same(f"/tokens/{qr}", "find", qr, "--json")  # --json after the command: the same bytes
     same("/imports?limit=20", "imports")
     # Waiting devices: the verify function's Blynk checks, every second here, touch confirmed ones.
     listing = ("/devices?state=waiting&limit=50", "devices", "--state", "waiting")
@@ -605,13 +620,24 @@ def test_a_top_up_with_local_upload_serves_new_devices_and_wait_sees_the_fleet_s
         assert json_of(cli, "summary")["devices"]["waiting"] == before["waiting"] + 3
 
     eventually(new_devices_wait, 30)
-    export = tmp_path / "more.zip"
-    export.write_bytes(make_export(3, seed=7))
+    # Three tokens and a row whose token is one character short: the import takes three, rejects one.
+    export = tmp_path / "more.csv"
+    broken = "Q" * 31
+    export.write_text(csv_text(make_tokens(3, seed=7)) + f"{broken},sqr_{'q' * 32},SN-X,Pump X\r\n")
     local = ["--local", "--api-url", str(stack.api_url), "--aws-endpoint", stack.aws_url]
 
     code, out, err = tokenflow(*local, "upload", str(export), "--timeout", "60")
     assert code == 0, err
     assert re.search(r"^tokens added\s+3$", out, re.M), out
+    assert re.search(r"^rows rejected\s+1$", out, re.M), out
+    import_id = re.search(r"^import\s+([0-9a-f]{64})$", out, re.M)
+    assert import_id, out
+
+    code, out, err = tokenflow(*local, "imports", import_id[1][:12])
+    assert code == 0, err
+    rejected = out.split("REJECTED ROWS\n", 1)[1].splitlines()
+    assert rejected[0].split() == ["ROW", "TOKEN", "REASON"] and rejected[1].split()[0] == "5", out
+    assert broken not in out  # the report masks the rejected row's token too
 
     code, out, err = tokenflow(*local, "wait", "--timeout", "60")
     assert code == 0, err
