@@ -1,0 +1,1 @@
+"""``tokenflow console``: a local web console over the operator API (see server.py)."""
