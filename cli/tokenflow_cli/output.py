@@ -295,7 +295,7 @@ def summary_view(data: Mapping[str, Any]) -> Group:
     imports = data.get("recent_imports") or []
     parts.append(Text("RECENT IMPORTS" + ("" if imports else "  none"), style=HEADER))
     if imports:
-        parts.append(_indent(imports_table(imports)))
+        parts.append(_indent(imports_table(imports, brief=True)))
     return Group(*parts)
 
 
@@ -326,21 +326,24 @@ def liveness(block: Mapping[str, Any] | None) -> list[str]:
 # ---- imports -----------------------------------------------------------------------------------------
 
 
-def imports_table(items: Sequence[Mapping[str, Any]]) -> Table:
-    """Imports, newest first: the id's first 12 characters (what ``tokenflow imports ID`` takes)."""
+def imports_table(items: Sequence[Mapping[str, Any]], *, brief: bool = False) -> Table:
+    """Imports, newest first: the id's first 12 characters (what ``tokenflow imports ID`` takes).
+
+    ``brief``: the summary's recent imports, which carry no known or rejected counts.
+    """
+    counts = ("tokens_added",) if brief else ("tokens_added", "tokens_already_known", "rows_rejected")
     rows = [
         [
             (i.get("import_id") or i.get("id") or "")[:12],
             i.get("status"),
-            i.get("tokens_added"),
-            i.get("tokens_already_known"),
-            i.get("rows_rejected"),
+            *(i.get(c) for c in counts),
             when(i.get("finished_at")),
             i.get("source_key"),
         ]
         for i in items
     ]
-    return table(["import", "status", "added", "known", "rejected", "finished", "file"], rows, wrap=("file",))
+    headers = ["import", "status", "added", *(() if brief else ("known", "rejected")), "finished", "file"]
+    return table(headers, rows, wrap=("file",))
 
 
 def imports(data: Mapping[str, Any]) -> str:
