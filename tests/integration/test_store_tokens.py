@@ -106,3 +106,23 @@ def test_overlapping_concurrent_imports_store_each_token_once_with_exact_counter
     added = [t.token for r in results for t in r.added]
     assert sorted(added) == sorted(distinct)  # every token added exactly once, by one import
     assert Store(TABLE, client).summary()["tokens"]["available"] == len(distinct)
+
+
+def test_tokens_read_together_are_plain_reads_without_the_secret_or_the_image(store: Store):
+    png = b"\x89PNG" + b"\0" * 100
+    tokens = [
+        NewToken(token=t.token, qr_token=t.qr_token, qr_png=png, metadata={"Serial Number": f"SN-{n}"})
+        for n, t in enumerate(make_tokens(150))
+    ]
+    store.add_tokens(tokens, import_id="imp1", now="t")
+    ids = [token_id(t.token) for t in tokens]
+    store.calls.counts.clear()
+
+    found = store.get_tokens([*ids, "0" * 64])  # an unknown id is left out
+
+    assert store.calls.counts == {"BatchGetItem": 2}  # 100 keys per call
+    assert set(found) == set(ids)
+    for n, tid in enumerate(ids):
+        assert found[tid] == store.get_token(tid)  # what a plain read of one token gives
+        assert "token" not in found[tid] and "qr_png" not in found[tid]
+        assert found[tid]["metadata"] == {"Serial Number": f"SN-{n}"}

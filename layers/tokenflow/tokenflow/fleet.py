@@ -317,10 +317,10 @@ class Fleet:
         kept = [
             i for i in ids if i in items and (window is None or liveness.straggler(items[i], now, window))
         ]
-        # Each device's QR token and export columns, as GET /devices/{id} shows them: one GetItem
-        # per token held (the token's projection, never the AuthToken or the QR image).
-        held = dict.fromkeys(items[i]["token_id"] for i in kept if items[i].get("token_id"))
-        tokens = {tid: self.store.get_token(tid) or {} for tid in held}
+        # Each device's QR token and export columns, as GET /devices/{id} shows them: one more
+        # BatchGetItem per page (the tokens' plain fields, never the AuthToken or the QR image).
+        held = [items[i]["token_id"] for i in kept if items[i].get("token_id")]
+        tokens = self.store.get_tokens(held) if held else {}
         devices = [
             device_view(items[i], tokens.get(items[i].get("token_id") or ""), now=now, window=window)
             for i in kept

@@ -109,8 +109,8 @@ class Table:
         item = self.call("GetItem", TableName=self.name, Key=key, ConsistentRead=True, **kwargs).get("Item")
         return from_item(item) if item else None
 
-    def batch_get(self, keys: Sequence[RawItem]) -> list[PlainItem]:
-        """Items by key, one BatchGetItem per 100 keys.
+    def batch_get(self, keys: Sequence[RawItem], *, projection: Sequence[str] = ()) -> list[PlainItem]:
+        """Items by key, one BatchGetItem per 100 keys; only the ``projection`` attributes when given.
 
         Unprocessed keys (DynamoDB answers part of a batch when throttled or over 16 MB) are asked
         for again after a jittered exponential pause, at most ``max_unprocessed_retries`` times;
@@ -120,6 +120,9 @@ class Table:
         for start in range(0, len(keys), BATCH_GET_KEYS):
             batch = list(keys[start : start + BATCH_GET_KEYS])
             request: Request = {self.name: {"Keys": batch, "ConsistentRead": True}}
+            if projection:
+                request[self.name]["ProjectionExpression"] = ", ".join(f"#{a}" for a in projection)
+                request[self.name]["ExpressionAttributeNames"] = {f"#{a}": a for a in projection}
             retries = 0
             while request:
                 answer = self.call("BatchGetItem", RequestItems=request)

@@ -171,6 +171,12 @@ def get_token(db: Table, tid: str, *, with_image: bool = False) -> PlainItem | N
     )
 
 
+def get_tokens(db: Table, tids: Sequence[str]) -> dict[str, PlainItem]:
+    """Token items by token id (as ``get_token`` reads one), one BatchGetItem per 100 ids."""
+    wanted = [Keys.token(t) for t in dict.fromkeys(tids)]
+    return {keys.token_id_of(item): item for item in db.batch_get(wanted, projection=_TOKEN_FIELDS)}
+
+
 def find_token_by_qr(db: Table, qr_token: str) -> str | None:
     """The token id whose QR token this is (from the QR token index), or None."""
     answer = db.call("Query", TableName=db.name, **keys.qr_query(qr_token), Limit=1)
