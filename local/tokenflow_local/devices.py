@@ -181,7 +181,7 @@ class DeviceFleet:
         firmware: str = "1.0.0",
         first_sync_grace: float = 60.0,
         data_interval: float = 300.0,
-        workers: int = 4,
+        workers: int = 8,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -233,7 +233,7 @@ class DeviceFleet:
         while not self._stop.is_set():
             try:
                 if not synced:
-                    self.step()
+                    self.step(wait=False)
                     synced = True
                 else:
                     self._wait_and_tick()
@@ -260,7 +260,7 @@ class DeviceFleet:
             self.version = int(answer.get("version", self.version))
             for view in answer["devices"]:
                 self._views[view["device_id"]] = view
-        return self._tick()
+        return self._tick(wait=False)
 
     def next_due_in(self) -> float:
         """Seconds until the first device timer comes due: a report (its backoff), a readings publish,
@@ -269,6 +269,8 @@ class DeviceFleet:
         due = now + MAX_WAIT
         with self._lock:
             for device in self.devices.values():
+                if device.busy:  # its report is on its way: its next time is set when answered
+                    due = min(due, now + self.interval)
                 if not device.online:
                     continue
                 if not device.busy and device.next_report != float("inf"):
@@ -314,16 +316,22 @@ class DeviceFleet:
 
     # ---- one tick ----------------------------------------------------------------------------------
 
-    def step(self) -> int:
-        """Read every device's own Ledger copy once, publish what is due; the number of reports sent."""
+    def step(self, *, wait: bool = True) -> int:
+        """Read every device's own Ledger copy once, publish what is due; the number of reports sent
+        (``wait``: return once they are answered)."""
         answer = self._get("/_sim/device-ledgers", params={"prefix": self.prefix, "ledger": self.ledger})
         with self._lock:
             self.version = int(answer.get("version", self.version))
             self._views = {view["device_id"]: view for view in answer["devices"]}
-        return self._tick()
+        return self._tick(wait=wait)
 
-    def _tick(self) -> int:
-        """Every device against its latest view: publish the reports and readings that are due."""
+    def _tick(self, *, wait: bool = True) -> int:
+        """Every device against its latest view: publish the reports and readings that are due.
+
+        ``wait=False`` (the background fleet) hands them to the workers and returns: each device
+        publishes on its own, as real devices do, so a device whose Ledger just synced reports it
+        while others' reports are still on their way (a device stays ``busy`` until its report is
+        answered, so it never has two in flight)."""
         now = self.clock()
         due: list[SimulatedDevice] = []
         readings: list[tuple[SimulatedDevice, str]] = []
@@ -344,6 +352,12 @@ class DeviceFleet:
                 ):
                     device.readings_under, device.readings_at = device.uses, now
                     readings.append((device, view["data"][LEDGER_TOKEN_KEY]))
+        if not wait:
+            for device in due:
+                self._pool.submit(self._publish, device)
+            for device, token in readings:
+                self._pool.submit(self._publish_readings, device, token)
+            return len(due)
         list(self._pool.map(self._publish, due))
         list(self._pool.map(lambda pair: self._publish_readings(*pair), readings))
         return len(due)

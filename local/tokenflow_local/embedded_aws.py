@@ -8,6 +8,7 @@ atomically.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -18,10 +19,12 @@ from moto.server import (
     ThreadedMotoServer,
     create_backend_app,
 )
+from moto.sqs.models import sqs_backends
 from werkzeug.serving import make_server
 
+from tokenflow_local import sqs_long_poll
 from tokenflow_local.processes import port_error
-from tokenflow_local.resources import REGION
+from tokenflow_local.resources import ACCOUNT_ID, REGION
 
 # Any credentials do for moto; fixed ones keep a developer's real ones out of the local stack.
 SECRET_ENV = {"AWS_ACCESS_KEY_ID": "tokenflow-local", "AWS_SECRET_ACCESS_KEY": "tokenflow-local"}
@@ -54,8 +57,9 @@ class MotoServer(ThreadedMotoServer):
     ``start()`` waits forever.)
     """
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, middleware: Callable[[Any], Any] | None = None) -> None:
         super().__init__(ip_address=host, port=port, verbose=False)
+        self.middleware = middleware  # wraps the WSGI app (aws_process: its control routes)
 
     @property
     def url(self) -> str:
@@ -63,7 +67,9 @@ class MotoServer(ThreadedMotoServer):
         return f"http://{host}:{port}"
 
     def start(self) -> None:
-        app = _SerialisedRequests(DomainDispatcherApplication(create_backend_app))
+        app: Any = _SerialisedRequests(DomainDispatcherApplication(create_backend_app))
+        if self.middleware is not None:
+            app = self.middleware(app)
         try:
             self._server = make_server(
                 self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
@@ -80,12 +86,43 @@ class MotoServer(ThreadedMotoServer):
         """Empty every backend: moto's state lives in this process and outlives the server."""
         requests.post(f"{self.url}/moto-api/reset", timeout=10)
 
+    # What the stack asks of its embedded AWS beyond the AWS APIs; the same answers from
+    # ``aws_process.AwsProcess``, where moto runs in a process of its own.
+
+    def messages(self, queue_name: str) -> list[Any]:
+        return queue_messages(queue_name)
+
+    def add_messages(self, queue_name: str, messages: list[Any]) -> None:
+        add_queue_messages(queue_name, messages)
+
+    def interrupt_receives(self) -> None:
+        """End every waiting long poll now (the stack is stopping)."""
+        sqs_long_poll.interrupt()
+
     def stop(self) -> None:
         if self._server:
             self._server.shutdown()
             self._server.server_close()
         if self._thread:
             self._thread.join(timeout=10)
+
+
+def queue_messages(queue_name: str) -> list[Any]:
+    """The queue's messages as this process's moto holds them (a ReceiveMessage would count as a
+    receive and hide them)."""
+    queue = sqs_backends[ACCOUNT_ID][REGION].queues.get(queue_name)
+    if queue is None:
+        return []
+    with queue._messages_lock:
+        return list(queue._messages)
+
+
+def add_queue_messages(queue_name: str, messages: list[Any]) -> None:
+    """Put saved messages back into the queue as they were (receive counts, visibility, times)."""
+    queue = sqs_backends[ACCOUNT_ID][REGION].queues[queue_name]
+    with queue._messages_lock:
+        queue._messages.extend(messages)
+        queue._messages_lock.notify_all()
 
 
 def client(service: str, endpoint_url: str) -> Any:

@@ -2,8 +2,18 @@
 
 The routes are read from template.yaml's ``HttpApi`` events, so the gateway sends each path to the
 function the template sends it to (``/webhooks/particle`` to the webhook, the rest to the API), as
-``sam local start-api`` would. Each function serves one request at a time, as one Lambda execution
-environment does. There is no IAM check here: the local stack listens on 127.0.0.1 only.
+``sam local start-api`` would. There is no IAM check here: the local stack listens on 127.0.0.1 only.
+
+Concurrent requests run concurrently, as Lambda runs them: "For each concurrent request, Lambda
+provisions a separate instance of your execution environment ... until you reach your account's
+concurrency limit" (1,000 by default; AWS Lambda developer guide, "Understanding Lambda function
+scaling", https://docs.aws.amazon.com/lambda/latest/dg/lambda-concurrency.html). Each execution
+environment (``Environments``) is a copy of the handler module of its own (``lambda_runtime.load_handler``
+with an instance name) serving one request at a time; a new one is made (a cold start) only when every
+existing one is busy, up to the function's ``ReservedConcurrentExecutions`` in template.yaml, or else
+``LOCAL_MAX_CONCURRENCY`` (this machine's stand-in for the account limit: beyond a few, more Python
+threads only share the same cores). A request that finds them all busy waits for one, where Lambda
+would run it at once (or throttle it, at a reserved concurrency).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from tokenflow_local import lambda_runtime, resources
 
+LOCAL_MAX_CONCURRENCY = 8  # execution environments per function without a reserved concurrency
 TEXT_TYPES = ("application/json", "text/", "application/x-www-form-urlencoded")
 MAX_BODY_BYTES = 10 * 1024 * 1024  # API Gateway's payload limit
 JSON = {"content-type": "application/json"}
@@ -108,6 +119,65 @@ def http_api_event(
     return event
 
 
+class Environments:
+    """The execution environments of one function: each runs one invocation at a time; a new one is
+    made only when all are busy and fewer than ``limit`` exist."""
+
+    def __init__(self, function: str, limit: int) -> None:
+        self.function = function
+        self.limit = max(1, limit)
+        self._free: list[str] = []
+        self._made = 0
+        self._available = threading.Condition()
+
+    def start(self) -> None:
+        """Forget every environment and make the first one (fresh handler module)."""
+        with self._available:
+            self._free, self._made = [""], 1
+        lambda_runtime.load_handler(self.function, fresh=True)
+
+    def invoke(self, event: dict[str, Any]) -> Any:
+        instance = self._acquire()
+        try:
+            return lambda_runtime.invoke(self.function, event, instance=instance)
+        finally:
+            with self._available:
+                self._free.append(instance)
+                self._available.notify()
+
+    @property
+    def made(self) -> int:
+        """How many environments exist (the most invocations that have run at once)."""
+        return self._made
+
+    def _acquire(self) -> str:
+        with self._available:
+            while not self._free:
+                if self._made < self.limit:
+                    instance = f"env{self._made}"
+                    self._made += 1
+                    break
+                self._available.wait()
+            else:
+                return self._free.pop()
+        # A cold start, outside the lock: the others keep serving meanwhile.
+        lambda_runtime.load_handler(self.function, fresh=True, instance=instance)
+        return instance
+
+
+def reserved_concurrency(function: str) -> int | None:
+    """The ReservedConcurrentExecutions template.yaml gives ``functions/<function>`` (None: none)."""
+    for logical in resources.resources_of_type("AWS::Serverless::Function"):
+        if resources.function_dir(logical) == function:
+            value = (
+                resources.template()["Resources"][logical]
+                .get("Properties", {})
+                .get("ReservedConcurrentExecutions")
+            )
+            return value if isinstance(value, int) else None
+    return None
+
+
 class Gateway:
     """Serves the template's HTTP API routes on ``host:port`` (port 0: any free port)."""
 
@@ -115,7 +185,10 @@ class Gateway:
         self.host = host
         self.requested_port = port
         self.routes = template_routes()
-        self._locks = {r.function: threading.Lock() for r in self.routes}
+        self.environments = {
+            r.function: Environments(r.function, reserved_concurrency(r.function) or LOCAL_MAX_CONCURRENCY)
+            for r in self.routes
+        }
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -128,8 +201,8 @@ class Gateway:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> Gateway:
-        for function in self._locks:  # fresh handler modules: nothing cached from an earlier stack
-            lambda_runtime.load_handler(function, fresh=True)
+        for environments in self.environments.values():  # nothing cached from an earlier stack
+            environments.start()
         self._server = ThreadingHTTPServer((self.host, self.requested_port), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="gateway", daemon=True)
@@ -150,8 +223,7 @@ class Gateway:
         return None
 
     def invoke(self, route: Route, event: dict[str, Any]) -> dict[str, Any]:
-        with self._locks[route.function]:
-            return lambda_runtime.invoke(route.function, event)
+        return self.environments[route.function].invoke(event)
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         gateway = self

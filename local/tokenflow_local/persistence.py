@@ -7,7 +7,8 @@ stack has a ``state_dir``, ``save`` writes at ``stop()`` and ``restore`` reads a
 - the embedded AWS, through its own APIs where they give everything back unchanged: every item of
   the table (Scan), every object of the bucket with its content type and metadata; and the SQS
   messages of the stack's queues from moto's own queue objects (a ReceiveMessage would count as a
-  receive and hide them), with their receive counts, send times and visibility;
+  receive and hide them), with their receive counts, send times and visibility, read and put back in
+  moto's own process (this one, or its own: ``aws_process``);
 - the stack's two secrets (the Particle access token the simulator accepts and the webhook secret),
   so the SSM SecureStrings, the simulator and the devices agree again;
 - the Particle simulator's product fleet, the cloud's Ledger instances and each device's own flash
@@ -33,10 +34,6 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from moto.sqs.models import sqs_backends
-
-from tokenflow_local.resources import ACCOUNT_ID, REGION
 
 FORMAT = 1
 AWS_FILE = "aws.pickle"
@@ -83,7 +80,7 @@ def save(stack: Any, directory: Path) -> None:
         "format": FORMAT,
         "items": _scan(stack.client("dynamodb"), stack.table),
         "objects": _objects(stack.client("s3"), stack.bucket),
-        "messages": _messages(stack.queues),
+        "messages": _messages(stack.moto, stack.queues),
     }
     particle = stack.simulator
     blynk = stack.blynk
@@ -145,15 +142,11 @@ def restore_aws(stack: Any, directory: Path) -> Restored:
         if obj["key"].startswith("incoming/"):
             incoming.append(obj["key"])
     messages = 0
-    backend = sqs_backends[ACCOUNT_ID][REGION]
     for logical_id, saved in state["messages"].items():
         url = stack.queues.get(logical_id)
         if not url or not saved:
             continue
-        queue = backend.queues[url.rsplit("/", 1)[-1]]
-        with queue._messages_lock:
-            queue._messages.extend(saved)
-            queue._messages_lock.notify_all()
+        stack.moto.add_messages(url.rsplit("/", 1)[-1], saved)
         messages += len(saved)
     return Restored(len(items), len(state["objects"]), messages, len(stack.simulator.fleet), incoming)
 
@@ -181,16 +174,10 @@ def _objects(client: Any, bucket: str) -> list[dict[str, Any]]:
     return objects
 
 
-def _messages(queues: dict[str, str]) -> dict[str, list[Any]]:
-    """Each queue's messages as moto holds them (a receive would count as one and hide them)."""
-    backend = sqs_backends[ACCOUNT_ID][REGION]
-    saved = {}
-    for logical_id, url in queues.items():
-        queue = backend.queues.get(url.rsplit("/", 1)[-1])
-        if queue is not None:
-            with queue._messages_lock:
-                saved[logical_id] = list(queue._messages)
-    return saved
+def _messages(moto: Any, queues: dict[str, str]) -> dict[str, list[Any]]:
+    """Each queue's messages as moto holds them (a receive would count as one and hide them), from
+    the stack's embedded AWS, in this process or its own (``aws_process``)."""
+    return {logical_id: moto.messages(url.rsplit("/", 1)[-1]) for logical_id, url in queues.items()}
 
 
 def _write(path: Path, data: bytes | str) -> None:

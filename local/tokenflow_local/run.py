@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import re
 import signal
 import sys
@@ -21,6 +22,7 @@ import threading
 import time
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,6 +59,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--fresh",
         action="store_true",
         help=f"forget the state the last run saved in {STATE_DIR / 'state'}, start clean (make run FRESH=1)",
+    )
+    parser.add_argument(
+        "--in-process-aws",
+        action="store_true",
+        help="run the embedded AWS (moto) in this process instead of a process of its own (one core)",
     )
     parser.add_argument(
         "--exit-when-done", action="store_true", help="stop after the summary instead of serving (for CI)"
@@ -211,10 +218,45 @@ def print_urls(stack: LocalStack, console: Console, first_device: str | None) ->
         console.say(line)
 
 
+class SampleExport:
+    """The sample export's bytes, made in a process of its own while the stack starts.
+
+    Drawing 1,000 QR codes takes seconds of CPU: in another process they use the second core instead
+    of slowing the stack's start. The same tokens make the same bytes (``sample_export``), so the zip
+    is kept in ``.local-state/exports/`` and later runs read it back."""
+
+    def __init__(self, tokens: int, seed: int) -> None:
+        self.path = STATE_DIR / "exports" / f"sample-export-{seed}-{tokens}.zip"
+        self._pool: ProcessPoolExecutor | None = None
+        self._future: Future[bytes] | None = None
+        if not self.path.is_file():
+            from tokenflow_local.sample_export import make_export
+
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            self._future = self._pool.submit(make_export, tokens, seed=seed)
+
+    def bytes(self) -> bytes:
+        if self._future is None:
+            return self.path.read_bytes()
+        data = self._future.result()
+        self.close()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_bytes(data)
+        temporary.replace(self.path)
+        return data
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console(sys.stdout)
     STATE_DIR.mkdir(exist_ok=True)
+    export = None if args.no_export else SampleExport(args.tokens, args.seed)
     # The functions log JSON lines and EMF metrics to stdout, as in Lambda: send them to a file so
     # the terminal shows the story, not the logs. (Before any function is loaded.)
     log_file = (STATE_DIR / "functions.log").open("a", buffering=1)
@@ -241,11 +283,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         device_max_retry=STATUS_MAX_RETRY_S,
         state_dir=STATE_DIR / "state",
         fresh=args.fresh,
+        aws_process=not args.in_process_aws,
     )
     try:
         stack.start()
     except (PortInUse, persistence.StateError) as exc:
         console.say(f"error: {exc}")
+        if export is not None:
+            export.close()
         return 2
     try:
         write_state(stack)
@@ -265,15 +310,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"State is saved to {STATE_DIR / 'state'} when this run stops cleanly (Ctrl-C) and restored "
                 "by the next `make run` (FRESH=1 starts clean; a killed run keeps the last saved state)."
             )
-        if not args.no_export and restored is None:
-            from tokenflow_local.sample_export import make_export, make_tokens
+        if export is not None and restored is None:
+            from tokenflow_local.sample_export import make_tokens
 
             # The export's tokens exist in the Blynk simulator, in the stack's region.
             stack.register_blynk_tokens(t.token for t in make_tokens(args.tokens, seed=args.seed))
             key = f"incoming/sample-export-{args.seed}.zip"
-            stack.client("s3").put_object(
-                Bucket=stack.bucket, Key=key, Body=make_export(args.tokens, seed=args.seed)
-            )
+            stack.client("s3").put_object(Bucket=stack.bucket, Key=key, Body=export.bytes())
             console.say(f"Dropped a sample export of {args.tokens} tokens at s3://{stack.bucket}/{key}")
             expected = min(eligible, args.tokens)
             ok = watch_progress(stack, console, expected, timeout=60 + 0.2 * args.devices)
@@ -302,6 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.say("\nStopping...")
         return 0
     finally:
+        if export is not None:
+            export.close()
         stack.stop()
         console.say("Stopped.")
         sys.stdout = sys.__stdout__

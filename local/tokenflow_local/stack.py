@@ -4,7 +4,8 @@ template.yaml wires them, the HTTP API and a fleet of simulated devices. No AWS 
 What runs where (all on 127.0.0.1), and which module of ``tokenflow_local`` does it:
 
 - a moto server (S3, DynamoDB, SQS, SSM) with the table, bucket, queues and SecureString parameters
-  built from template.yaml's own definitions (``embedded_aws``, ``resources``);
+  built from template.yaml's own definitions (``embedded_aws``, ``resources``), in this process or,
+  with ``aws_process=True`` (``make run``), in a process of its own on the second core (``aws_process``);
 - the Particle Cloud simulator with the product's fleet (``particle_sim``);
 - the functions, unchanged, in background threads (``lambda_runtime``), triggered as on AWS
   (``triggers``):
@@ -45,10 +46,10 @@ from tokenflow_local import (
     moto_speedups,
     persistence,
     resources,
-    sqs_long_poll,
     stack_record,
     triggers,
 )
+from tokenflow_local.aws_process import AwsProcess
 from tokenflow_local.blynk_sim import BlynkSimulator
 from tokenflow_local.embedded_aws import SECRET_ENV, MotoServer
 from tokenflow_local.lambda_runtime import INVOKE_PATH, AsyncFunction, FunctionError, LambdaEndpoint
@@ -126,6 +127,7 @@ class LocalStack:
         data_interval: float = 5.0,
         state_dir: Path | None = None,
         fresh: bool = False,
+        aws_process: bool = False,
     ) -> None:
         self.host = host
         self.ports = {"aws": aws_port, "api": api_port, "particle": particle_port, "lambda": lambda_port}
@@ -155,7 +157,9 @@ class LocalStack:
         self.table = self.deployment.table
         self.queues = self.deployment.queues  # logical id -> url
         self.functions: dict[str, AsyncFunction] = {}
-        self.moto: MotoServer | None = None
+        # moto in this process (the tests), or in one of its own on the second core (make run).
+        self.aws_process = aws_process
+        self.moto: MotoServer | AwsProcess | None = None
         self.simulator: ParticleSimulator | None = None
         self.lambda_endpoint: LambdaEndpoint | None = None
         self.gateway: Any = None
@@ -246,7 +250,11 @@ class LocalStack:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         moto_speedups.install()
         check_ports(self.host, self.ports, SERVERS)
-        self.moto = MotoServer(self.host, self.ports["aws"])
+        self.moto = (
+            AwsProcess(self.host, self.ports["aws"])
+            if self.aws_process
+            else MotoServer(self.host, self.ports["aws"])
+        )
         self.moto.start()
         self.ports["aws"] = self.moto.get_host_and_port()[1]
         self._start_blynk()
@@ -272,7 +280,10 @@ class LocalStack:
         self._start_gateway()
         # What `tokenflow doctor` reads: the stack's outputs, alarm topic and bucket notification.
         # The notification is also what starts ingest: moto sends it, the push hook delivers it.
-        triggers.S3PushNotifications.register(self.ingest_arn, self.functions["ingest"].submit)
+        if isinstance(self.moto, AwsProcess):  # S3 invokes the function through the Invoke API
+            self.moto.forward_notifications(self.ingest_arn, self.lambda_endpoint.url)
+        else:
+            triggers.S3PushNotifications.register(self.ingest_arn, self.functions["ingest"].submit)
         self.outputs = stack_record.register(self)
         if self.restored is not None:  # an import the last run left unfinished: ingest it now
             filters = resources.s3_key_filters("IngestFunction")
@@ -297,7 +308,9 @@ class LocalStack:
         triggers.S3PushNotifications.unregister(self.ingest_arn)
         for loop in self._loops:
             loop.stop()
-        sqs_long_poll.interrupt()  # the pollers' 20 s receives end now, not at their timeout
+        if self.moto is not None:  # the pollers' 20 s receives end now, not at their timeout
+            with contextlib.suppress(Exception):
+                self.moto.interrupt_receives()
         for loop in self._loops:
             loop.join()
         self._loops.clear()
@@ -320,7 +333,7 @@ class LocalStack:
             with contextlib.suppress(Exception):
                 self.blynk.stop()
         if self.moto is not None:
-            # moto's state lives in this process: leave it empty for whatever runs next here.
+            # In-process moto's state outlives the server: leave it empty for whatever runs next.
             with contextlib.suppress(Exception):
                 self.moto.reset()
             self.moto.stop()

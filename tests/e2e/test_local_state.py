@@ -13,6 +13,7 @@ import pytest
 from tests.e2e.conftest import eventually, local_stack, sim_api
 from tokenflow.store import Store
 from tokenflow_local import lambda_runtime
+from tokenflow_local.aws_process import AwsProcess
 from tokenflow_local.sample_export import make_export, make_tokens
 from tokenflow_local.stack import LocalStack
 
@@ -95,3 +96,47 @@ def test_a_restarted_stack_keeps_its_state_and_assigns_nothing_twice(tmp_path: P
         assert clean.restored is None
         assert _holders(clean) == {}
         assert clean.webhook_secret != secret
+
+
+def _in_process_tables() -> list[str]:
+    """The tables of this process's own moto (empty when the stack's moto runs elsewhere)."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    from tokenflow_local.resources import ACCOUNT_ID, REGION
+
+    return list(dynamodb_backends[ACCOUNT_ID][REGION].tables)
+
+
+def test_moto_in_a_process_of_its_own_serves_the_stack_and_keeps_queued_messages(tmp_path: Path) -> None:
+    """``make run``'s mode: the embedded AWS in a child process. The upload's notification reaches
+    ingest through the Lambda Invoke API, the fleet is confirmed, and a clean stop saves what that
+    process holds (a dead-lettered message with its receive count included) for the next start."""
+    state_dir = tmp_path / "state"
+    with _stack(state_dir, aws_process=True) as first:
+        assert isinstance(first.moto, AwsProcess)
+        assert first.table not in _in_process_tables()  # the table lives in the other process
+        first.register_blynk_tokens(t.token for t in make_tokens(TOKENS, seed=4))
+        first.client("s3").put_object(
+            Bucket=first.bucket, Key="incoming/first.zip", Body=make_export(TOKENS, seed=4)
+        )
+        eventually(lambda: _confirmed(first), timeout=60)
+        holders, ledgers = _holders(first), _ledgers(first)
+        sqs, dlq = first.client("sqs"), first.queues["AssignDeadLetterQueue"]
+        sqs.send_message(QueueUrl=dlq, MessageBody="a message nobody handled")
+        received = sqs.receive_message(QueueUrl=dlq, VisibilityTimeout=0)["Messages"]
+        assert [m["Body"] for m in received] == ["a message nobody handled"]
+
+    with _stack(state_dir, aws_process=True) as second:
+        assert second.restored is not None and second.restored.messages == 1
+        assert second.fleet is not None
+        eventually(lambda: second.fleet.confirmed_count() == ELIGIBLE, timeout=30)
+        assert _holders(second) == holders
+        assert _ledgers(second) == ledgers
+        assert _ledger_writes(second) == 0
+        again = second.client("sqs").receive_message(
+            QueueUrl=second.queues["AssignDeadLetterQueue"], AttributeNames=["ApproximateReceiveCount"]
+        )["Messages"]
+        assert [(m["Body"], m["Attributes"]["ApproximateReceiveCount"]) for m in again] == [
+            ("a message nobody handled", "2")
+        ]
+        assert not second.errors
