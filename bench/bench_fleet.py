@@ -10,6 +10,11 @@ of one token per device is dropped under ``incoming/``; ingest stores it and sta
 sweep lists the product and queues the devices, assign writes their Ledgers. The run ends when every
 device holds a delivered token (or ``--deadline`` passes).
 
+The sweep's schedule: the local stack ticks every 5 s (a run continues a pass that stopped on its
+time budget at the next tick), and a new full pass starts at most once per ``--sweep-period``
+seconds (SweepSchedule's default, ten minutes, divided by the rate scale like Particle's window),
+as the deployed sweep paces its passes (``SWEEP_SCHEDULE``, ``tokenflow.settings.pass_interval``).
+
 What is counted, and where:
 - Particle requests: the simulator's own counters (every request, errors and 429s included);
 - DynamoDB calls and SQS messages: every request reaching the embedded moto server (a WSGI wrapper
@@ -140,8 +145,11 @@ def duplicates(store: Any) -> int:
     return sum(n - 1 for n in holders.values() if n > 1)
 
 
-def run(devices: int, rate_scale: float, faults: float, deadline: float) -> dict[str, Any]:
+def run(
+    devices: int, rate_scale: float, faults: float, deadline: float, sweep_period: float
+) -> dict[str, Any]:
     from tokenflow.store import Store
+    from tokenflow.store.sweep_state import SweepState
     from tokenflow_local.lambda_runtime import function_limits
     from tokenflow_local.sample_export import make_export
     from tokenflow_local.stack import LocalStack
@@ -150,7 +158,31 @@ def run(devices: int, rate_scale: float, faults: float, deadline: float) -> dict
     aws.install()
     invocations.install()
     export = make_export(devices, real_qr=False)
-    stack = LocalStack(
+    schedule = f"rate({sweep_period / rate_scale:g} seconds)"
+
+    class FleetStack(LocalStack):
+        """The local stack with the scaled schedule, whose schedule and pollers start only once the
+        pass the import starts is under way (``release``): the run measures a product served from
+        an export, not a product listed before its tokens exist, nor a schedule tick coinciding
+        with the import (the local tick comes every 5 s, so it always would: its pass would list
+        the fleet, and the import's pass list it again, as it must for a pass begun before the
+        tokens were stored)."""
+
+        held = True
+
+        def environment(self) -> dict[str, str]:
+            # The local tick keeps continuing passes; new passes come at the scaled schedule's pace.
+            return {**super().environment(), "SWEEP_SCHEDULE": schedule}
+
+        def _start_triggers(self) -> None:
+            if not self.held:
+                super()._start_triggers()
+
+        def release(self) -> None:
+            self.held = False
+            self._start_triggers()
+
+    stack = FleetStack(
         aws_port=0,
         api_port=0,
         particle_port=0,
@@ -158,6 +190,8 @@ def run(devices: int, rate_scale: float, faults: float, deadline: float) -> dict
         quarantined=0,
         devices_per_page=PAGE,
         simulate_devices=False,
+        # The verify function runs on the sweep's schedule in AWS: once per (scaled) period here too.
+        verify_interval=sweep_period / rate_scale,
     )
     with stack:
         sim = stack.simulator
@@ -169,6 +203,10 @@ def run(devices: int, rate_scale: float, faults: float, deadline: float) -> dict
         before = aws.snapshot()  # the stack's own set-up (tables, queues) is not the fleet's
         started = time.monotonic()
         stack.client("s3").put_object(Bucket=stack.bucket, Key="incoming/fleet.zip", Body=export)
+        sweep_state = SweepState(store.db)
+        while time.monotonic() - started < deadline and not (sweep_state.get() or {}).get("pass_id"):
+            time.sleep(0.5)  # ingest stores the export and starts the sweep, whose pass queues the fleet
+        stack.release()
         done = 0
         while time.monotonic() - started < deadline:
             done = served(store)
@@ -231,6 +269,7 @@ def run(devices: int, rate_scale: float, faults: float, deadline: float) -> dict
         "cost_per_10000_devices_usd": round(10_000 * cost / per, 4),
         "rate_scale": rate_scale,
         "faults": faults,
+        "sweep_schedule": schedule,
     }
 
 
@@ -240,8 +279,14 @@ def main() -> int:
     parser.add_argument("--rate-scale", type=float, default=10.0)
     parser.add_argument("--faults", type=float, default=0.02)
     parser.add_argument("--deadline", type=float, default=6 * 3600.0, help="seconds before giving up")
+    parser.add_argument(
+        "--sweep-period",
+        type=float,
+        default=600.0,
+        help="SweepSchedule period in seconds (divided by --rate-scale): new sweep passes at most this often",
+    )
     args = parser.parse_args()
-    result = run(args.devices, args.rate_scale, args.faults, args.deadline)
+    result = run(args.devices, args.rate_scale, args.faults, args.deadline, args.sweep_period)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"fleet-{args.devices}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
