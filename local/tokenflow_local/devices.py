@@ -47,7 +47,10 @@ makes no request at all between those. ``step()`` is one full tick (every device
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
+import logging
+import queue
 import random
 import threading
 import time
@@ -165,6 +168,67 @@ def _asks(status: str) -> bool:
     return parse_status_data(status)["token"] in (TOKEN_NONE, TOKEN_INVALID)
 
 
+# The order in which the background fleet's workers take waiting publishes, when more are due than
+# it has workers (real devices publish at once, each on its own connection; the local fleet has a
+# few workers and the local webhook a few execution environments, so some publishes wait): a report
+# of a token the device now holds first, then a report of something new (a connection, a sync, a
+# changed status), then the repeated "still no token" reports of the firmware's backoff, then the
+# readings. Every publish is still sent; this only decides which waits on a busy machine, so that a
+# burst of repeated reports (1,000 devices that booted together retry together) does not hold back
+# the reports that confirm a delivery. Within one kind, first due, first sent.
+TOKEN_REPORT, NEWS, RETRY, READINGS = range(4)
+
+
+class _Outbox:
+    """A few worker threads sending the fleet's publishes, lowest priority number first."""
+
+    def __init__(self, workers: int) -> None:
+        self._queue: queue.PriorityQueue[tuple[float, int, Callable[..., Any] | None, tuple[Any, ...]]] = (
+            queue.PriorityQueue()
+        )
+        self._order = itertools.count()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"device-outbox-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        self._started = False
+        self._closed = False
+        self._start_lock = threading.Lock()
+
+    def submit(self, priority: int, send: Callable[..., Any], *args: Any) -> None:
+        with self._start_lock:
+            if self._closed:
+                return
+            if not self._started:
+                self._started = True
+                for thread in self._threads:
+                    thread.start()
+        self._queue.put((priority, next(self._order), send, args))
+
+    def shutdown(self) -> None:
+        """Drop what waits, let what is being sent finish, stop the workers."""
+        with self._start_lock:
+            self._closed = True
+            if not self._started:
+                return
+        with self._queue.mutex:
+            self._queue.queue.clear()
+        for _ in self._threads:
+            self._queue.put((float("inf"), next(self._order), None, ()))
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _work(self) -> None:
+        while True:
+            _, _, send, args = self._queue.get()
+            if send is None:
+                return
+            try:
+                send(*args)
+            except Exception:  # a publish notes its own failures; nothing may end a worker
+                logging.getLogger(__name__).exception("A simulated device's publish failed")
+
+
 class DeviceFleet:
     def __init__(
         self,
@@ -203,8 +267,13 @@ class DeviceFleet:
         self.clock = clock
         self.devices: dict[str, SimulatedDevice] = {}
         self.errors: list[str] = []
-        self.session = requests.Session()
+        self.session = requests.Session()  # the fleet's own reads of the simulator
+        # Each worker thread publishes through a session of its own (requests does not promise
+        # that one Session is safe to share between threads).
+        self._sessions = threading.local()
+        self._all_sessions: list[requests.Session] = []
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="device")
+        self._outbox = _Outbox(workers)  # the background fleet's publishes, in priority order
         self._lock = threading.Lock()
         self._views: dict[str, dict[str, Any]] = {}  # device id -> its latest view from the simulator
         self.version = 0  # the simulator's change version self._views is up to date with
@@ -226,7 +295,12 @@ class DeviceFleet:
                 requests.post(f"{self.particle_url}/_sim/wake", timeout=5)
             self._thread.join(timeout=15)
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._outbox.shutdown()
         self.session.close()
+        with self._lock:
+            sessions, self._all_sessions = self._all_sessions, []
+        for session in sessions:
+            session.close()
 
     def _run(self) -> None:
         synced = False  # whether self._views holds every device (a full read since the last failure)
@@ -354,13 +428,22 @@ class DeviceFleet:
                     readings.append((device, view["data"][LEDGER_TOKEN_KEY]))
         if not wait:
             for device in due:
-                self._pool.submit(self._publish, device)
+                self._outbox.submit(self._report_priority(device), self._publish, device)
             for device, token in readings:
-                self._pool.submit(self._publish_readings, device, token)
+                self._outbox.submit(READINGS, self._publish_readings, device, token)
             return len(due)
         list(self._pool.map(self._publish, due))
         list(self._pool.map(lambda pair: self._publish_readings(*pair), readings))
         return len(due)
+
+    def _report_priority(self, device: SimulatedDevice) -> int:
+        """Which of the waiting publishes a free worker sends first (callers hold ``_lock``)."""
+        status = device.pending or ""
+        if not _asks(status):
+            return TOKEN_REPORT
+        if device.triggers != device.acked or status != device.reported:
+            return NEWS
+        return RETRY
 
     def _publish_readings(self, device: SimulatedDevice, token: str) -> None:
         """The firmware's readings publish (json_writer: ``{"t":"<token>","v14":...}``), through the
@@ -369,11 +452,11 @@ class DeviceFleet:
         data = json.dumps({"t": token, "v14": str(uptime_ms), "v15": "0", "v16": "0", "v17": "0"})
         body = {"device_id": device.device_id, "name": DATA_EVENT, "data": data}
         try:
-            response = self.session.post(f"{self.particle_url}/_sim/events", json=body, timeout=20)
+            response = self._http().post(f"{self.particle_url}/_sim/events", json=body, timeout=20)
             ok = response.status_code < 300
             if not ok:
                 self._note(f"{device.device_id}: publish answered {response.status_code}")
-        except requests.RequestException as exc:
+        except Exception as exc:  # any failure is a failed publish: the device tries again
             ok = False
             self._note(f"{device.device_id}: {type(exc).__name__}")
         with self._lock:
@@ -434,13 +517,13 @@ class DeviceFleet:
             "published_at": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         }
         try:
-            response = self.session.post(
+            response = self._http().post(
                 self.webhook_url, json=body, headers={SECRET_HEADER: self.secret}, timeout=20
             )
             ok = response.status_code < 300
             if not ok:
                 self._note(f"{device.device_id}: webhook answered {response.status_code}")
-        except requests.RequestException as exc:
+        except Exception as exc:  # any failure is a failed publish (never a device left busy)
             ok = False
             self._note(f"{device.device_id}: {type(exc).__name__}")
         with self._lock:
@@ -460,6 +543,14 @@ class DeviceFleet:
                 device.retry = min(self.max_retry, device.retry * 2 if device.retry else self.first_retry)
                 device.next_report = self.clock() + device.retry * (1 + self.jitter * self.rng.random())
         return ok
+
+    def _http(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._sessions, "session", None)
+        if session is None:
+            session = self._sessions.session = requests.Session()
+            with self._lock:
+                self._all_sessions.append(session)
+        return session
 
     def _get(self, path: str, params: dict[str, str] | None = None, timeout: float = 10) -> dict[str, Any]:
         response = self.session.get(f"{self.particle_url}{path}", params=params, timeout=timeout)

@@ -110,17 +110,24 @@ def peak_rss_mb() -> float:
     return rusage.getrusage(rusage.RUSAGE_SELF).ru_maxrss / 1024
 
 
-_metrics_flush_lock = threading.Lock()
+_metrics_flush_lock = threading.RLock()
+
+# The metric set's writers, serialised with the flushes (a flush clears the set: an RLock).
+_METRIC_WRITERS = ("add_metric", "add_dimension", "add_dimensions", "add_metadata", "clear_metrics")
 
 
 def _serialise_metric_flushes() -> None:
-    """Make Powertools' metric flush atomic across the functions this process runs.
+    """Make Powertools' metric flush atomic across the functions and the concurrent invocations
+    this process runs.
 
-    In Lambda each function has a process of its own; here every function runs in one process, and
+    In Lambda each execution environment has a process of its own; here every function and every
+    concurrent invocation (the gateway's environments, the SQS pollers) runs in one process, and
     Powertools keeps one metric set for all ``Metrics`` instances. One handler's flush could then
     empty the set between another's "is there anything" check and its serialisation, which raises
-    "Must contain at least one metric". Holding a lock over each flush keeps the check and the
-    serialisation together; what a flush carries may still mix functions' metrics (local only)."""
+    "Must contain at least one metric", or another handler could add a metric while a flush walks
+    the set ("dictionary changed size during iteration"). Holding one lock over each flush and each
+    change to the set keeps them apart; what a flush carries may still mix invocations' metrics
+    (local only)."""
     from aws_lambda_powertools.metrics.provider.cloudwatch_emf.cloudwatch import AmazonCloudWatchEMFProvider
 
     flush = AmazonCloudWatchEMFProvider.flush_metrics
@@ -133,6 +140,18 @@ def _serialise_metric_flushes() -> None:
 
     serialised._serialised = True  # type: ignore[attr-defined]
     AmazonCloudWatchEMFProvider.flush_metrics = serialised  # type: ignore[method-assign]
+    for name in _METRIC_WRITERS:
+        setattr(
+            AmazonCloudWatchEMFProvider, name, _under_metrics_lock(getattr(AmazonCloudWatchEMFProvider, name))
+        )
+
+
+def _under_metrics_lock(method: Callable[..., Any]) -> Callable[..., Any]:
+    def locked(*args: Any, **kwargs: Any) -> Any:
+        with _metrics_flush_lock:
+            return method(*args, **kwargs)
+
+    return locked
 
 
 # functions/<name> -> the function's name as AWS knows it (what the context's function_name and

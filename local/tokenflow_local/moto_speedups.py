@@ -24,6 +24,9 @@ patterns on the Host header, inside a lock every request takes: about a tenth of
 CPU at 1,000 devices (py-spy). The directory is listed once, and the service found for a Host is
 remembered (the patterns never change while the process runs).
 
+And moto parses the same few UpdateExpression strings again for every request, up to three times:
+the syntax tree of each string is kept (moto only ever changes copies of it).
+
 The patches reach into moto's internals, so they are tied to one moto release: ``WRITTEN_FOR``, the
 version pinned in requirements-dev.txt. Against any other installed version ``install()`` refuses
 (a RuntimeWarning) and moto keeps its own behaviour, slower but right. ``uninstall()`` puts moto's
@@ -35,6 +38,7 @@ version) before moving ``WRITTEN_FOR`` to a new moto.
 from __future__ import annotations
 
 import copy
+import functools
 import heapq
 import importlib.metadata
 import threading
@@ -49,6 +53,7 @@ import moto.sqs.models as sqs_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Item, Table
+from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
 # The moto release these patches were written against and checked by the parity test; the same
@@ -99,6 +104,7 @@ def install(*, force: bool = False) -> bool:
     _fast_range_queries()
     _fast_sqs_clock()
     _fast_dispatch()
+    _parsed_update_expressions()
     return True
 
 
@@ -263,6 +269,26 @@ def _first_matches(
         matching,
         key=lambda item: (item.attrs[range_name], *(item.attrs[k] for k in table_keys)),
     )
+
+
+def _parsed_update_expressions() -> None:
+    """moto parses an UpdateExpression string into its syntax tree up to three times per request
+    (the request's checks, then the update itself), and the functions send the same few expressions
+    over and over. The tree of a string is kept: nothing changes it (moto's validator works on a
+    deep copy of it, the executor on the validator's), and a string that does not parse raises
+    every time, as before (an exception is not kept)."""
+    make = UpdateExpressionParser.make.__func__  # type: ignore[attr-defined]
+
+    @functools.lru_cache(maxsize=1024)
+    def parse(cls: type, expression: str) -> Any:
+        return make(cls, expression)
+
+    def cached_make(cls: type, expression: Any) -> Any:
+        if not isinstance(expression, str):  # not hashable, or not a string: moto's own answer
+            return make(cls, expression)
+        return parse(cls, expression)
+
+    _patch(UpdateExpressionParser, "make", classmethod(cached_make))
 
 
 def _fast_sqs_clock() -> None:

@@ -393,6 +393,60 @@ def test_transactions_commit_and_roll_back_the_same_with_and_without_the_patches
     assert ("NEW#1", "META") not in table
 
 
+def test_update_expressions_answer_the_same_with_and_without_the_kept_syntax_trees(both_ways):
+    """The same expression strings again and again (the kept tree), with other values each time,
+    on items that exist and that do not, in transactions, and strings that do not parse."""
+    expressions = [
+        ("SET n = n + :one, holder = :d", {":one": {"N": "1"}, ":d": {"S": "DEVICE#1"}}),
+        ("SET n = n + :one, holder = :d", {":one": {"N": "5"}, ":d": {"S": "DEVICE#2"}}),
+        ("REMOVE apk, ask SET holder = :d", {":d": {"S": "DEVICE#3"}}),
+        (
+            "SET tags = list_append(if_not_exists(tags, :empty), :t)",
+            {":empty": {"L": []}, ":t": {"L": [{"S": "a"}]}},
+        ),
+        (
+            "SET tags = list_append(if_not_exists(tags, :empty), :t)",
+            {":empty": {"L": []}, ":t": {"L": [{"S": "b"}]}},
+        ),
+        ("ADD seen :s", {":s": {"SS": ["x", "y"]}}),
+        ("ADD seen :s", {":s": {"SS": ["y", "z"]}}),
+        ("SET n = n + :one", {":one": {"S": "not a number"}}),  # a type error, every time
+        ("SET = :d", {":d": {"S": "x"}}),  # does not parse
+        ("SET = :d", {":d": {"S": "x"}}),  # still does not parse (the error is not kept)
+    ]
+
+    def scenario() -> list[Any]:
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(dynamodb, TABLE)
+        _fill(dynamodb)
+        answers: list[Any] = []
+        for n, (expression, values) in enumerate(expressions):
+            for key in (f"TOKEN#{n:04d}", f"MISSING#{n}"):
+                request = {
+                    "TableName": TABLE,
+                    "Key": {"pk": {"S": key}, "sk": {"S": "META"}},
+                    "UpdateExpression": expression,
+                    "ExpressionAttributeValues": values,
+                }
+                try:
+                    answers.append(dynamodb.update_item(**request, ReturnValues="ALL_NEW").get("Attributes"))
+                except ClientError as exc:
+                    answers.append(exc.response["Error"])
+                try:
+                    dynamodb.transact_write_items(TransactItems=[{"Update": request}])
+                    answers.append("committed")
+                except ClientError as exc:
+                    answers.append((exc.response["Error"], exc.response.get("CancellationReasons")))
+        answers.append(_table(dynamodb))
+        return answers
+
+    unpatched, patched = both_ways(scenario)
+
+    assert patched == unpatched
+    errors = [a for a in unpatched if isinstance(a, dict) and "Code" in a]
+    assert len(errors) >= 4  # the type error and the unparsable strings fail, patched or not
+
+
 # ---- SQS ------------------------------------------------------------------------------------------
 
 
