@@ -26,7 +26,8 @@ remembered (the patterns never change while the process runs).
 
 And moto parses the same few UpdateExpression strings again for every request, up to three times,
 and deep-copies the tree before validating it: the syntax tree of each string is kept (moto only
-ever changes copies of it) with its pickle, from which the validator's copy is made.
+ever changes copies of it) with its pickle, from which the validator's copy is made; and the
+validator's passes over the tree stop rebuilding their processors' fixed maps for every node.
 
 The patches reach into moto's internals, so they are tied to one moto release: ``WRITTEN_FOR``, the
 version pinned in requirements-dev.txt. Against any other installed version ``install()`` refuses
@@ -56,6 +57,7 @@ import moto.sqs.models as sqs_models
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Item, Table
+from moto.dynamodb.parsing.ast_nodes import DepthFirstTraverser
 from moto.dynamodb.parsing.expressions import UpdateExpressionParser
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
@@ -307,6 +309,31 @@ def _parsed_update_expressions() -> None:
 
     _patch(UpdateExpressionParser, "make", classmethod(cached_make))
     _patch(moto_validators, "deepcopy", copy_tree)
+
+    # Each of the validator's ten passes over the tree asks its processor for its map of node
+    # classes to functions once per node (twice for a node it processes), and each asks builds the
+    # map anew: every processor's map is fixed (node classes to its own bound methods), so each
+    # processor builds it once. (moto 5.2.5: no processor overrides nodes_to_be_processed or process.)
+    def processing_map(self: DepthFirstTraverser) -> Any:
+        found = self.__dict__.get("_tokenflow_map")
+        if found is None:
+            found = self.__dict__["_tokenflow_map"] = self._processing_map()
+        return found
+
+    def nodes_to_be_processed(self: DepthFirstTraverser) -> tuple[type, ...]:
+        found = self.__dict__.get("_tokenflow_nodes")
+        if found is None:
+            found = self.__dict__["_tokenflow_nodes"] = tuple(processing_map(self))
+        return found
+
+    def process(self: DepthFirstTraverser, node: Any) -> Any:
+        for class_key, processor in processing_map(self).items():
+            if isinstance(node, class_key):
+                return processor(node)
+        return None
+
+    _patch(DepthFirstTraverser, "nodes_to_be_processed", nodes_to_be_processed)
+    _patch(DepthFirstTraverser, "process", process)
 
 
 _PICKLED = "_tokenflow_pickled"  # a kept tree's own pickle (its copies do not carry it)
