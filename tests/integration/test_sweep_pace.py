@@ -54,7 +54,7 @@ def stack(monkeypatch, dynamodb, sim):
     clock = TableClock(START)
     particle = ParticleClient(sim.url, sim.access_token, sim.product)
     graph = wiring.install(wiring.Services(clock=clock, particle=particle))
-    return {"sim": sim, "clock": clock, "graph": graph}
+    return {"sim": sim, "clock": clock, "graph": graph, "sqs": sqs, "queue": queue}
 
 
 def run(event: str = "sweep/scheduled.json", context: lambda_runtime.LambdaContext | None = None) -> dict:
@@ -90,6 +90,7 @@ def test_a_new_pass_starts_at_most_once_per_schedule_period(stack):
     assert listed(stack) == 3
     assert "lease_owner" not in (SweepState(Store(TABLE).db).get() or {})  # given back at once
 
+    stack["sqs"].purge_queue(QueueUrl=stack["queue"])  # the workers served the first pass's devices
     stack["clock"].now = START + timedelta(seconds=541)
     second = run()
     assert (second["stopped"], second["first_page"], second["pages"]) == ("finished", 1, 3)
@@ -126,3 +127,21 @@ def test_a_run_uses_at_most_sixty_percent_of_its_time(stack):
     assert (result["stopped"], result["pages"], result["next_page"]) == ("budget", 9, 10)
     rest = run(context=Countdown(function_name="sweep"))
     assert (rest["stopped"], rest["first_page"], rest["pages"]) == ("finished", 10, 6)
+
+
+def test_a_new_pass_waits_while_the_last_ones_devices_are_still_queued(stack):
+    stack["sim"].add_devices(25)
+    assert run()["queued"] == {"new": 25}  # 25 messages wait in the assign queue
+
+    # A period later the devices are still being served: listing the fleet again would only find
+    # them queued already, so the pass waits (for up to three periods).
+    for seconds in (541, 1000, 1619):
+        stack["clock"].now = START + timedelta(seconds=seconds)
+        assert run()["stopped"] == "rested"
+    assert listed(stack) == 3
+    stack["clock"].now = START + timedelta(seconds=1621)  # a queue that never empties holds no longer
+    assert (run()["stopped"], listed(stack)) == ("finished", 6)
+
+    stack["sqs"].purge_queue(QueueUrl=stack["queue"])  # the queue emptied: the next period's pass runs
+    stack["clock"].now = START + timedelta(seconds=1621 + 541)
+    assert (run()["stopped"], listed(stack)) == ("finished", 9)

@@ -35,3 +35,14 @@ class AssignQueue:
         if failed:
             logger.warning("Some devices could not be queued", extra={"devices": failed})
         return failed
+
+    def backlog(self) -> int:
+        """Messages in the queue not yet handled: waiting, in flight and delayed (one
+        GetQueueAttributes; the counts are approximate, as SQS says)."""
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        answer = self.sqs.get_queue_attributes(QueueUrl=self.queue_url, AttributeNames=names)
+        return sum(int(answer.get("Attributes", {}).get(name, 0)) for name in names)

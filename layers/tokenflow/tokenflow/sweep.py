@@ -27,8 +27,11 @@ The scheduled sweep (``Sweeper.resume``) is a resumable pass over the listing:
 - a pace: a new pass starts at most once per ``pass_interval`` (the schedule's period, less a
   little for the start-up jitter of a tick), unless an import asked for one
   (``store.sweep_state``); a run that finds the last pass started too recently lists nothing
-  (``stopped="rested"``). So the fleet is listed once per period whatever starts the sweep, and a
-  pass is never begun again while the devices of the last one are still being served.
+  (``stopped="rested"``), and so does one that finds the assign queue still holding work (the
+  last pass's devices are still being served: a new listing would find them all already queued),
+  for up to three intervals. So the fleet is listed at most once per period whatever starts the
+  sweep, and not again while a backlog of the last pass is being worked off: in a 10,000-device
+  run on this machine, the second pass 540 s into the run listed 100 pages to queue 1 device.
 
 Particle cost: one list request per page, so a full pass costs ``ceil(devices / 100)`` requests
 (1,000 for 100,000 devices), however many runs it spans; a page a failed run had listed but not
@@ -113,6 +116,7 @@ class Sweeper:
         safety_margin_ms: int = 30_000,
         max_run_share: float = 0.6,
         pass_interval: float = 0.0,
+        backlog: Callable[[], int] | None = None,
     ) -> None:
         self.store = store
         self.particle = particle
@@ -127,6 +131,8 @@ class Sweeper:
         self.max_run_share = max_run_share
         # Seconds between the starts of two passes, at least (0: a new pass whenever none is under way).
         self.pass_interval = pass_interval
+        # The assign queue's messages not yet handled (None: not known, nothing held back).
+        self.backlog = backlog
 
     # ---- one whole pass ------------------------------------------------------------------------
 
@@ -159,6 +165,7 @@ class Sweeper:
             now=_iso(moment),
             min_interval_ms=int(self.pass_interval * 1000),
             request_new_pass=new_pass,
+            hold_new_pass=self._work_queued(new_pass),
         )
         if cursor is None:
             result.stopped = "lease-held"
@@ -186,6 +193,16 @@ class Sweeper:
             # The cursor stays where the last recorded page left it, whatever stopped this run.
             self.state.release(owner)
         return result
+
+    def _work_queued(self, new_pass: bool) -> bool:
+        """Whether the assign queue still holds work (only asked where passes are paced)."""
+        if new_pass or self.backlog is None or self.pass_interval <= 0:
+            return False
+        try:
+            return self.backlog() > 0
+        except Exception:  # the queue's counts are a hint: without them the pace alone decides
+            logger.warning("Could not read the assign queue's backlog", exc_info=True)
+            return False
 
     def _run(
         self,

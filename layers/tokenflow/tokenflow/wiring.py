@@ -183,6 +183,7 @@ class Services:
                 self.once_queue(),
                 now=lambda: datetime.fromisoformat(self.clock()),
                 pass_interval=self.settings.sweep_pass_interval,
+                backlog=self.assign_queue().backlog,
             )
 
         return self._part("sweeper", build)
