@@ -246,6 +246,7 @@ class DeviceFleet:
         first_sync_grace: float = 60.0,
         data_interval: float = 300.0,
         workers: int = 8,
+        independent: bool = True,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -262,6 +263,9 @@ class DeviceFleet:
         # The firmware's firstSyncGraceMs (60 s by default; 0: data waits for a sync however long).
         self.first_sync_grace = first_sync_grace
         self.data_interval = data_interval  # the firmware's TOKENFLOW_PUBLISH_INTERVAL_MS
+        # In the background, each device publishes on its own (True), or a tick's publishes are all
+        # answered before the next tick (False: the earlier, slower pacing some tests keep).
+        self.independent = independent
         self.started = clock()
         self.rng = rng or random.Random()
         self.clock = clock
@@ -307,11 +311,15 @@ class DeviceFleet:
         while not self._stop.is_set():
             try:
                 if not synced:
-                    self.step(wait=False)
+                    self.step(wait=not self.independent)
                     synced = True
                 else:
                     self._wait_and_tick()
             except requests.RequestException as exc:  # the simulator is stopping or busy: next tick
+                self._note(f"tick: {type(exc).__name__}")
+                synced = False
+            except Exception as exc:  # never let one bad tick end the whole fleet: read all again
+                logging.getLogger(__name__).exception("A tick of the simulated fleet failed")
                 self._note(f"tick: {type(exc).__name__}")
                 synced = False
             # At most one tick per interval: changes that land meanwhile are handled together.
@@ -334,7 +342,7 @@ class DeviceFleet:
             self.version = int(answer.get("version", self.version))
             for view in answer["devices"]:
                 self._views[view["device_id"]] = view
-        return self._tick(wait=False)
+        return self._tick(wait=not self.independent)
 
     def next_due_in(self) -> float:
         """Seconds until the first device timer comes due: a report (its backoff), a readings publish,

@@ -181,12 +181,15 @@ def reserved_concurrency(function: str) -> int | None:
 class Gateway:
     """Serves the template's HTTP API routes on ``host:port`` (port 0: any free port)."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 3000) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 3000, max_concurrency: int | None = None) -> None:
+        """``max_concurrency``: environments per function when the template reserves none (default
+        ``LOCAL_MAX_CONCURRENCY``; 1 serves one request at a time, as the tests' stacks do)."""
         self.host = host
         self.requested_port = port
         self.routes = template_routes()
+        limit = max_concurrency or LOCAL_MAX_CONCURRENCY
         self.environments = {
-            r.function: Environments(r.function, reserved_concurrency(r.function) or LOCAL_MAX_CONCURRENCY)
+            r.function: Environments(r.function, reserved_concurrency(r.function) or limit)
             for r in self.routes
         }
         self._server: ThreadingHTTPServer | None = None

@@ -210,7 +210,13 @@ def _isolate_log_keys() -> None:
     # Formatters built before the patch keep their keys: move them behind the descriptor.
     import gc
 
-    existing = [f for f in gc.get_objects() if isinstance(f, LambdaPowertoolsFormatter)]
+    existing = []
+    for candidate in gc.get_objects():
+        try:
+            if isinstance(candidate, LambdaPowertoolsFormatter):
+                existing.append(candidate)
+        except ReferenceError:  # a weak proxy whose object is gone: not a formatter
+            continue
     LambdaPowertoolsFormatter.log_format = _PerInvocationLogFormat()  # type: ignore[assignment]
     for formatter in existing:
         if "log_format" in formatter.__dict__:

@@ -284,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         state_dir=STATE_DIR / "state",
         fresh=args.fresh,
         aws_process=not args.in_process_aws,
+        concurrent=True,
     )
     try:
         stack.start()

@@ -128,6 +128,7 @@ class LocalStack:
         state_dir: Path | None = None,
         fresh: bool = False,
         aws_process: bool = False,
+        concurrent: bool = False,
     ) -> None:
         self.host = host
         self.ports = {"aws": aws_port, "api": api_port, "particle": particle_port, "lambda": lambda_port}
@@ -159,6 +160,10 @@ class LocalStack:
         self.functions: dict[str, AsyncFunction] = {}
         # moto in this process (the tests), or in one of its own on the second core (make run).
         self.aws_process = aws_process
+        # make run's pace: the gateway runs concurrent requests in environments of their own (as
+        # Lambda scales) and each simulated device publishes on its own. Off (the tests' stacks):
+        # one request at a time per function, and the fleet answers a tick's reports before the next.
+        self.concurrent = concurrent
         self.moto: MotoServer | AwsProcess | None = None
         self.simulator: ParticleSimulator | None = None
         self.lambda_endpoint: LambdaEndpoint | None = None
@@ -447,7 +452,9 @@ class LocalStack:
             return
         # A fresh copy of the handler module: nothing cached from an earlier stack in this process.
         lambda_runtime.load_handler("api", fresh=True)
-        gateway = gateway_module.Gateway(host=self.host, port=self.ports["api"])
+        gateway = gateway_module.Gateway(
+            host=self.host, port=self.ports["api"], max_concurrency=None if self.concurrent else 1
+        )
         try:
             gateway.start()
         except OSError as exc:
@@ -469,6 +476,7 @@ class LocalStack:
             first_retry=self.device_first_retry,
             max_retry=self.device_max_retry,
             data_interval=self.data_interval,
+            independent=self.concurrent,
         )
         self.fleet.start()
 

@@ -108,11 +108,12 @@ def _in_process_tables() -> list[str]:
 
 
 def test_moto_in_a_process_of_its_own_serves_the_stack_and_keeps_queued_messages(tmp_path: Path) -> None:
-    """``make run``'s mode: the embedded AWS in a child process. The upload's notification reaches
+    """``make run``'s mode: the embedded AWS in a child process, concurrent webhook environments and
+    devices that publish on their own. The upload's notification reaches
     ingest through the Lambda Invoke API, the fleet is confirmed, and a clean stop saves what that
     process holds (a dead-lettered message with its receive count included) for the next start."""
     state_dir = tmp_path / "state"
-    with _stack(state_dir, aws_process=True) as first:
+    with _stack(state_dir, aws_process=True, concurrent=True) as first:
         assert isinstance(first.moto, AwsProcess)
         assert first.table not in _in_process_tables()  # the table lives in the other process
         first.register_blynk_tokens(t.token for t in make_tokens(TOKENS, seed=4))
@@ -126,7 +127,7 @@ def test_moto_in_a_process_of_its_own_serves_the_stack_and_keeps_queued_messages
         received = sqs.receive_message(QueueUrl=dlq, VisibilityTimeout=0)["Messages"]
         assert [m["Body"] for m in received] == ["a message nobody handled"]
 
-    with _stack(state_dir, aws_process=True) as second:
+    with _stack(state_dir, aws_process=True, concurrent=True) as second:
         assert second.restored is not None and second.restored.messages == 1
         assert second.fleet is not None
         eventually(lambda: second.fleet.confirmed_count() == ELIGIBLE, timeout=30)
