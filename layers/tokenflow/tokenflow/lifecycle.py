@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tokenflow import rules
+from tokenflow import rules, triggers
 from tokenflow.assignment import AssignRequest
 from tokenflow.device_status import DeviceStatus
 from tokenflow.fleet import BadRequest, NotFound
@@ -98,7 +98,7 @@ class Lifecycle:
         if item is None:
             if self.request_sweep is None:
                 raise NotFound(f"device {device_id} is unknown to Tokenflow; it appears after the next sweep")
-            self.request_sweep("assign requested for an unknown device")
+            self.request_sweep(triggers.OPERATOR_ASKED)
             return {"device_id": device_id, "state": None, "queued": False, "sweep_requested": True}
         state = item.get("state")
         # "manual" lets the worker serve a retired device again: the operator asked for it.

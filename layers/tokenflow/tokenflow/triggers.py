@@ -17,9 +17,26 @@ from tokenflow.observability import logger
 AFTER_IMPORT = "import added"
 
 
+# The reason the API gives when an operator asks to assign a device the table does not know yet
+# (``Lifecycle.assign_now``): somebody is waiting for that device, so the pass starts now.
+OPERATOR_ASKED = "assign requested for an unknown device"
+
+
 def asks_for_new_pass(event: dict[str, Any]) -> bool:
-    """Whether a sweep invocation comes from an import that added tokens."""
-    return event.get("source") == "tokenflow" and str(event.get("reason", "")).startswith(AFTER_IMPORT)
+    """Whether a sweep invocation asks for a new pass now, rather than at the schedule's pace.
+
+    Yes for an import that added tokens, for an operator's request through the API, and for a direct
+    invocation by hand (``aws lambda invoke``: an event that is neither the schedule's nor one of
+    Tokenflow's own), since whoever runs the sweep by hand wants a pass. No for the schedule
+    (EventBridge's ``Scheduled Event``) and for the automatic requests (status reports from unknown
+    devices), which keep the pace of one pass per schedule period.
+    """
+    if event.get("detail-type") == "Scheduled Event":
+        return False
+    if event.get("source") == "tokenflow":
+        reason = str(event.get("reason", ""))
+        return reason.startswith(AFTER_IMPORT) or reason == OPERATOR_ASKED
+    return True
 
 
 def request_sweep(function_name: str, reason: str) -> None:
