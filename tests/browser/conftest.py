@@ -57,6 +57,9 @@ def wait_for(check: Callable[[], Any], timeout: float = 30.0, what: str = "condi
 def stack() -> Iterator[LocalStack]:
     """The local stack with one export imported and every token confirmed on a device."""
     with local_stack(devices=DEVICES, quarantined=0) as running:
+        # The export's tokens exist in Blynk, as after a real Blynk.Console export: the device page
+        # shows what Blynk says of its token, and a made-up token would read "invalid-token".
+        running.register_blynk_tokens(SAMPLE)
         s3 = running.client("s3")
         s3.put_object(
             Bucket=running.bucket, Key="incoming/first-batch.zip", Body=make_export(TOKENS, seed=SEED)
