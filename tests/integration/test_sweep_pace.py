@@ -4,7 +4,6 @@ with moto and the Particle simulator over HTTP, and a table clock the tests move
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -12,7 +11,7 @@ import pytest
 
 from tests.conftest import TABLE
 from tests.support.events import load_event
-from tests.support.factories import TableClock
+from tests.support.factories import Countdown, TableClock
 from tests.support.functions import configure_functions
 from tokenflow import wiring
 from tokenflow.particle import ParticleClient
@@ -25,19 +24,6 @@ from tokenflow_local.particle_sim_cloud import ROUTE_DEVICES
 
 PER_PAGE = 10
 START = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
-
-
-@dataclass
-class Countdown(lambda_runtime.LambdaContext):
-    """A Lambda context whose remaining time is ``left_ms``, less ``step_ms`` after each question."""
-
-    left_ms: int = 300_000
-    step_ms: int = 20_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        left = self.left_ms
-        self.left_ms -= self.step_ms
-        return left
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import boto3
@@ -17,7 +16,7 @@ import pytest
 from tests.conftest import TABLE
 from tests.support import queues
 from tests.support.events import load_event
-from tests.support.factories import TableClock
+from tests.support.factories import Countdown, TableClock
 from tests.support.functions import configure_functions
 from tokenflow import wiring
 from tokenflow.particle import DevicePage, ParticleClient, ParticleUnavailable
@@ -29,19 +28,6 @@ from tokenflow_local.particle_sim_cloud import ROUTE_DEVICES
 
 PER_PAGE = 10
 START = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
-
-
-@dataclass
-class Countdown(lambda_runtime.LambdaContext):
-    """A Lambda context whose remaining time is ``left_ms``, less ``step_ms`` after each question."""
-
-    left_ms: int = 100_000
-    step_ms: int = 30_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        left = self.left_ms
-        self.left_ms -= self.step_ms
-        return left
 
 
 @pytest.fixture
@@ -66,7 +52,8 @@ def stack(monkeypatch, dynamodb, sim):
 def run_sweep_handler(context: lambda_runtime.LambdaContext | None = None) -> dict:
     handler = lambda_runtime.load_handler("sweep")
     return handler.lambda_handler(
-        load_event("sweep/scheduled.json"), context or Countdown(function_name="sweep")
+        load_event("sweep/scheduled.json"),
+        context or Countdown(function_name="sweep", left_ms=100_000, step_ms=30_000),
     )
 
 

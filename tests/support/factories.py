@@ -4,9 +4,11 @@ a clock moved by hand, and the AuthTokens Blynk's documentation shows."""
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import datetime
 
 from tokenflow.store import NewToken
+from tokenflow_local.lambda_runtime import LambdaContext
 
 # The two AuthTokens printed in Blynk's documentation (the firmware's host tests use them too).
 BLYNK_DOC_TOKEN = "xw7ITVneg1DifRRQuPGcA7fJvV8-FAVl"
@@ -45,3 +47,17 @@ class TableClock:
 
     def __call__(self) -> str:
         return self.now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Countdown(LambdaContext):
+    """A Lambda context whose remaining time is ``left_ms``, less ``step_ms`` after each question:
+    each page a sweep lists costs ``step_ms`` of its budget."""
+
+    left_ms: int = 300_000
+    step_ms: int = 20_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        left = self.left_ms
+        self.left_ms -= self.step_ms
+        return left
