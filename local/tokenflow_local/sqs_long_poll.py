@@ -17,6 +17,19 @@ not wait out a 20 s poll; ``resume()`` (the next stack's start) lets receives wa
 
 It wraps moto's own ``receive_message`` (called with no wait: moto's scan, receive counts,
 visibility and dead-letter redrive are unchanged) and is installed once per process.
+
+It also makes moto's ``Queue.delete_message`` hold the queue's lock. moto deletes by copying the
+queue's message list without the deleted message and then replacing the list, with no lock, while
+``add_message`` appends under the lock and the server answers requests in concurrent threads. Two
+deletes at once (the assign pollers' DeleteMessageBatch) each copy the old list, and the last to
+replace it brings back the message the other deleted: a processed message returns, hidden for the
+rest of the visibility timeout it was received with (720 s for the assign queue), and is received
+again after it. A message sent between the two copies and the replacement is lost. SQS "can delete
+a message from a queue even if a visibility timeout setting causes the message to be locked by
+another consumer", and a deleted message comes back only "on rare occasions if one of the servers
+which stores a copy of the message is unavailable" (DeleteMessage,
+https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_DeleteMessage.html), not
+whenever two consumers delete at once; and a message it accepted is not dropped.
 """
 
 from __future__ import annotations
@@ -28,7 +41,7 @@ from typing import Any
 from moto.sqs import models as sqs_models
 
 _interrupted = threading.Event()
-_saved: list[tuple[str, Any]] = []
+_saved: list[tuple[type, str, Any]] = []
 _EPSILON_S = 0.005  # moto's "visible" is strictly after visible_at (milliseconds)
 
 
@@ -40,9 +53,17 @@ def install() -> None:
     """Patch moto's SQS backend (once per process)."""
     if _saved:
         return
-    backend = sqs_models.SQSBackend
+    backend, queue_class = sqs_models.SQSBackend, sqs_models.Queue
     receive, change = backend.receive_message, backend.change_message_visibility
-    _saved.extend([("receive_message", receive), ("change_message_visibility", change)])
+    delete, purge = queue_class.delete_message, backend.purge_queue
+    _saved.extend(
+        [
+            (backend, "receive_message", receive),
+            (backend, "change_message_visibility", change),
+            (backend, "purge_queue", purge),
+            (queue_class, "delete_message", delete),
+        ]
+    )
 
     def receive_message(
         self: Any,
@@ -69,14 +90,26 @@ def install() -> None:
         change(self, queue_name, receipt_handle, visibility_timeout)
         _notify(self.get_queue(queue_name))
 
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        # moto's read-copy-replace of the message list, made atomic with every other change to it
+        # (the receive above, add_message, another delete): nothing is brought back or dropped.
+        with self._messages_lock:
+            delete(self, receipt_handle)
+
+    def purge_queue(self: Any, queue_name: str) -> None:
+        with self.get_queue(queue_name)._messages_lock:  # replaces the list too
+            purge(self, queue_name)
+
     backend.receive_message = receive_message  # type: ignore[method-assign]
     backend.change_message_visibility = change_message_visibility  # type: ignore[method-assign]
+    backend.purge_queue = purge_queue  # type: ignore[method-assign]
+    queue_class.delete_message = delete_message  # type: ignore[method-assign]
 
 
 def uninstall() -> None:
     while _saved:
-        name, original = _saved.pop()
-        setattr(sqs_models.SQSBackend, name, original)
+        owner, name, original = _saved.pop()
+        setattr(owner, name, original)
 
 
 def interrupt() -> None:
