@@ -147,7 +147,12 @@ def duplicates(store: Any) -> int:
 
 
 def run(
-    devices: int, rate_scale: float, faults: float, deadline: float, sweep_period: float
+    devices: int,
+    rate_scale: float,
+    faults: float,
+    deadline: float,
+    sweep_period: float,
+    pacing: bool = True,
 ) -> dict[str, Any]:
     from tokenflow.store import Store
     from tokenflow.store.sweep_state import SweepState
@@ -175,7 +180,19 @@ def run(
             # The local tick keeps continuing passes; new passes come at the scaled schedule's pace.
             # Warnings and errors only, as this module's own environment asks: an INFO line per
             # claim is the benchmark's CPU, not the fleet's.
-            return {**super().environment(), "SWEEP_SCHEDULE": schedule, "POWERTOOLS_LOG_LEVEL": "WARNING"}
+            # The deployed pacing (template.yaml: the assign function's share of Particle's limit),
+            # told the scaled window; one client here: every function of the stack runs in this
+            # process and shares one Particle client (tokenflow.wiring), where in AWS each of the
+            # AssignMaxConcurrency invocations has its own and the share is divided among them.
+            pace = {"PARTICLE_RATE_WINDOW": f"{PARTICLE_WINDOW / rate_scale:g}", "PARTICLE_RATE_CLIENTS": "1"}
+            if not pacing:
+                pace["PARTICLE_RATE_SHARE"] = "0"
+            return {
+                **super().environment(),
+                **pace,
+                "SWEEP_SCHEDULE": schedule,
+                "POWERTOOLS_LOG_LEVEL": "WARNING",
+            }
 
         def _start_triggers(self) -> None:
             if not self.held:
@@ -273,6 +290,7 @@ def run(
         "rate_scale": rate_scale,
         "faults": faults,
         "sweep_schedule": schedule,
+        "pacing": pacing,
     }
 
 
@@ -288,11 +306,17 @@ def main() -> int:
         default=600.0,
         help="SweepSchedule period in seconds (divided by --rate-scale): new sweep passes at most this often",
     )
+    parser.add_argument(
+        "--no-pacing",
+        action="store_true",
+        help="the assign client not paced to its share of the limit (429s only); results file -nopacing",
+    )
     args = parser.parse_args()
-    result = run(args.devices, args.rate_scale, args.faults, args.deadline, args.sweep_period)
+    pacing = not args.no_pacing
+    result = run(args.devices, args.rate_scale, args.faults, args.deadline, args.sweep_period, pacing)
     RESULTS.mkdir(parents=True, exist_ok=True)
     # Particle's own limit: fleet-<devices>.json; another rate scale: fleet-<devices>-rate<scale>.json.
-    scale = "" if args.rate_scale == 1 else f"-rate{args.rate_scale:g}"
+    scale = ("" if args.rate_scale == 1 else f"-rate{args.rate_scale:g}") + ("" if pacing else "-nopacing")
     (RESULTS / f"fleet-{args.devices}{scale}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
     return 0 if result["devices_served"] == args.devices and result["duplicates"] == 0 else 1

@@ -245,6 +245,9 @@ class ParticleClient:
             settings.particle_ledger,
             settings.particle_ledger_scope,
             settings.particle_org or None,
+            # Its share of Particle's limit (Settings.particle_request_budget); when a wait for the
+            # next turn would pass the caller's deadline, _pace raises ParticleBusy instead.
+            rate_limit=settings.particle_request_budget,
         )
 
     # ---- devices ------------------------------------------------------------------------------

@@ -39,6 +39,25 @@ class Settings:
     max_delivery_attempts: int = 5
     # The sweep's schedule expression (template.yaml's SweepSchedule): it paces the sweep's passes.
     sweep_schedule: str = ""
+    # Particle's documented API limit: 10,000 requests per 5 minutes (a sliding window) per public
+    # IP, shared by everything behind it (REFERENCE.md; https://docs.particle.io/reference/cloud-apis/api/,
+    # "API rate limits"). A function's client paces itself to ``particle_rate_share`` of it, divided
+    # among ``particle_rate_clients`` concurrent invocations (each has a client of its own), so the
+    # fleet stays under the limit instead of finding it by 429s; share 0: no pacing (429s only).
+    particle_rate_limit: int = 10_000
+    particle_rate_window: float = 300.0
+    particle_rate_share: float = 0.0
+    particle_rate_clients: int = 1
+
+    @property
+    def particle_request_budget(self) -> tuple[int, float] | None:
+        """(requests, seconds) one client may send: its share of the limit, or None (no pacing)."""
+        if self.particle_rate_share <= 0:
+            return None
+        requests = int(
+            self.particle_rate_limit * min(1.0, self.particle_rate_share) / max(1, self.particle_rate_clients)
+        )
+        return max(1, requests), self.particle_rate_window
 
     @property
     def sweep_pass_interval(self) -> float:
@@ -64,6 +83,10 @@ class Settings:
                 low_stock_threshold=int(env.get("LOW_STOCK_THRESHOLD", cls.low_stock_threshold)),
                 max_delivery_attempts=int(env.get("MAX_DELIVERY_ATTEMPTS", cls.max_delivery_attempts)),
                 sweep_schedule=env.get("SWEEP_SCHEDULE", ""),
+                particle_rate_limit=int(env.get("PARTICLE_RATE_LIMIT", cls.particle_rate_limit)),
+                particle_rate_window=float(env.get("PARTICLE_RATE_WINDOW", cls.particle_rate_window)),
+                particle_rate_share=float(env.get("PARTICLE_RATE_SHARE", cls.particle_rate_share)),
+                particle_rate_clients=int(env.get("PARTICLE_RATE_CLIENTS", cls.particle_rate_clients)),
             )
         except ValueError as exc:
             raise ConfigurationError(f"malformed numeric setting: {exc}") from exc
