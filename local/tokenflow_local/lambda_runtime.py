@@ -16,8 +16,10 @@ a stopped invocation is logged as "Task timed out after N seconds" and counts as
 handler runs in a worker thread; when it is still running at its Timeout the invocation fails with
 ``FunctionTimeout`` (an SQS batch returns to the queue whole, an asynchronous event is retried) and
 the thread is abandoned: Python cannot stop a thread, so what it does afterwards is the stand-in for
-work that Lambda would have cut off. The context answers the time left (``get_remaining_time_in_millis``)
-and the template's ``MemorySize``; the process's peak resident memory is logged with each overrun.
+work that Lambda would have cut off; the environment's next invocation gets a fresh copy of the
+handler module, as Lambda resets the environment. The context answers the time left
+(``get_remaining_time_in_millis``) and the template's ``MemorySize``; the process's peak resident
+memory is logged with each overrun.
 """
 
 from __future__ import annotations
@@ -247,7 +249,8 @@ def load_handler(name: str, *, fresh: bool = False, instance: str = "") -> Modul
 def invoke(name: str, event: dict[str, Any], *, instance: str = "", timeout: float | None = None) -> Any:
     """Run the handler of ``functions/<name>`` on ``event`` within its Timeout (``timeout``: another,
     for tests); FunctionTimeout when it overruns, else its answer or its exception."""
-    handler = load_handler(name, instance=instance).lambda_handler
+    module = load_handler(name, instance=instance)
+    handler = module.lambda_handler
     limit, memory = function_limits().get(name, (DEFAULT_TIMEOUT_S, DEFAULT_MEMORY_MB))
     limit = limit if timeout is None else timeout
     context = LambdaContext(
@@ -276,6 +279,13 @@ def invoke(name: str, event: dict[str, Any], *, instance: str = "", timeout: flo
             peak_rss_mb(),
             memory,
         )
+        # Lambda resets an execution environment whose invocation crashed or timed out ("Failures
+        # during the Invoke phase", https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html):
+        # the next invocation starts in a fresh one. The abandoned thread still runs in this copy of
+        # the module, so the next invocation of this environment loads another copy rather than
+        # share the module state (a batch processor, the resolver's current event) with it.
+        if sys.modules.get(module.__name__) is module:
+            del sys.modules[module.__name__]
         raise FunctionTimeout(f"Task timed out after {limit:.2f} seconds")
     if "error" in outcome:
         raise outcome["error"]
