@@ -225,6 +225,56 @@ def _isolate_log_keys() -> None:
             formatter.__dict__["_tokenflow_log_format"] = formatter.__dict__.pop("log_format")
 
 
+# The event and context of the HTTP API invocation running in this thread's context
+# (_isolate_resolver_events).
+_resolver_event: contextvars.ContextVar[Any] = contextvars.ContextVar("tokenflow_local_resolver_event")
+_resolver_context: contextvars.ContextVar[Any] = contextvars.ContextVar("tokenflow_local_resolver_context")
+
+
+def _isolate_resolver_events() -> None:
+    """Give each invocation its own ``app.current_event`` and ``app.lambda_context``.
+
+    Powertools' event handler keeps the event being resolved on the ``BaseRouter`` class
+    (``BaseRouter.current_event = ...`` in ``ApiGatewayResolver.resolve``), which is one per
+    process. In Lambda an execution environment is a process running one invocation at a time; here
+    the gateway's concurrent environments share one process, so a webhook invocation could read the
+    event of another one started after it: it would handle that device's report twice and answer
+    its own device 2xx without handling its report (the device, answered, reports no more). The
+    resolver's instances now read the event their own invocation resolves (a context variable: each
+    invocation runs in a context of its own, ``invoke``); outside any, the class's, as before.
+    """
+    from aws_lambda_powertools.event_handler.api_gateway import ApiGatewayResolver, BaseRouter
+    from aws_lambda_powertools.utilities.data_classes.common import BaseProxyEvent
+
+    if getattr(ApiGatewayResolver.resolve, "_per_invocation", False):
+        return
+    resolve = ApiGatewayResolver.resolve
+
+    def per_invocation_resolve(self: Any, event: Any, context: Any) -> Any:
+        raw = event.raw_event if isinstance(event, BaseProxyEvent) else event
+        _resolver_event.set(self._to_proxy_event(raw))
+        _resolver_context.set(context)
+        return resolve(self, event, context)
+
+    per_invocation_resolve._per_invocation = True  # type: ignore[attr-defined]
+
+    def event_of(self: Any) -> Any:
+        return _resolver_event.get(BaseRouter.__dict__.get("current_event"))
+
+    def set_event(self: Any, value: Any) -> None:
+        _resolver_event.set(value)
+
+    def context_of(self: Any) -> Any:
+        return _resolver_context.get(BaseRouter.__dict__.get("lambda_context"))
+
+    def set_context(self: Any, value: Any) -> None:
+        _resolver_context.set(value)
+
+    ApiGatewayResolver.resolve = per_invocation_resolve  # type: ignore[method-assign]
+    ApiGatewayResolver.current_event = property(event_of, set_event)  # type: ignore[assignment]
+    ApiGatewayResolver.lambda_context = property(context_of, set_context)  # type: ignore[assignment]
+
+
 def load_handler(name: str, *, fresh: bool = False, instance: str = "") -> ModuleType:
     """Import ``functions/<name>/app.py`` under a module name of its own (every handler file is app.py).
 
@@ -240,6 +290,7 @@ def load_handler(name: str, *, fresh: bool = False, instance: str = "") -> Modul
         raise ImportError(f"no handler for function {name}")
     _serialise_metric_flushes()
     _isolate_log_keys()
+    _isolate_resolver_events()
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
     spec.loader.exec_module(module)
