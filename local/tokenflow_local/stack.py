@@ -224,6 +224,9 @@ class LocalStack:
             # One process runs every function: one service name for the logs of all of them.
             "POWERTOOLS_SERVICE_NAME": "tokenflow-local",
             "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+            # One process, one Particle client for every invocation: it paces to the whole share of
+            # the limit, not to one of AssignMaxConcurrency's parts (settings.particle_request_budget).
+            "PARTICLE_RATE_CLIENTS": "1",
             "AWS_ENDPOINT_URL": self.aws_url,
             "AWS_ENDPOINT_URL_LAMBDA": self.lambda_endpoint.url if self.lambda_endpoint else "",
             "AWS_DEFAULT_REGION": REGION,
