@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from tokenflow.store import keys
 from tokenflow.store.codec import from_item, to_item
 from tokenflow.store.keys import Keys
@@ -146,36 +144,26 @@ def _add_recent_import(db: Table, sha256: str, brief: Mapping[str, Any]) -> None
     # One SET cannot both create the map and set a key inside it (overlapping paths), so the
     # first import ever creates the map, and a lost race with another first import retries.
     for _ in range(3):
-        try:
-            answer = db.call(
-                "UpdateItem",
-                TableName=db.name,
-                Key=Keys.recent_imports(),
-                UpdateExpression="SET #imports.#id = :brief",
-                ConditionExpression="attribute_exists(#imports)",
-                ExpressionAttributeNames={"#imports": "imports", "#id": sha256},
-                ExpressionAttributeValues=to_item({":brief": dict(brief)}),
-                ReturnValues="ALL_NEW",
-            )
+        answer = db.update_if(
+            Keys.recent_imports(),
+            UpdateExpression="SET #imports.#id = :brief",
+            ConditionExpression="attribute_exists(#imports)",
+            ExpressionAttributeNames={"#imports": "imports", "#id": sha256},
+            ExpressionAttributeValues=to_item({":brief": dict(brief)}),
+            ReturnValues="ALL_NEW",
+        )
+        if answer is not None:
             _trim(db, from_item(answer.get("Attributes", {})))
             return
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
-        try:
-            db.call(
-                "UpdateItem",
-                TableName=db.name,
-                Key=Keys.recent_imports(),
-                UpdateExpression="SET #imports = :map",
-                ConditionExpression="attribute_not_exists(#imports)",
-                ExpressionAttributeNames={"#imports": "imports"},
-                ExpressionAttributeValues=to_item({":map": {sha256: dict(brief)}}),
-            )
+        created = db.update_if(
+            Keys.recent_imports(),
+            UpdateExpression="SET #imports = :map",
+            ConditionExpression="attribute_not_exists(#imports)",
+            ExpressionAttributeNames={"#imports": "imports"},
+            ExpressionAttributeValues=to_item({":map": {sha256: dict(brief)}}),
+        )
+        if created is not None:
             return
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
 
 
 def newest_first(recent: Mapping[str, Any]) -> list[PlainItem]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from tokenflow.store.codec import to_item
 from tokenflow.store.keys import Keys
 from tokenflow.store.table import Table
@@ -39,38 +37,24 @@ def pause_of(item: Mapping[str, Any] | None) -> dict[str, str] | None:
 def set_pause(db: Table, reason: str, now: str) -> bool:
     """Pause the stack; True when this call paused it, False when it was paused already (its first
     reason and time are kept: the alarm and the operator look at when it started)."""
-    try:
-        db.call(
-            "UpdateItem",
-            TableName=db.name,
-            Key=Keys.pause(),
-            ConditionExpression="attribute_not_exists(#r)",
-            UpdateExpression="SET #r = :reason, #s = :now",
-            ExpressionAttributeNames=_NAMES,
-            ExpressionAttributeValues=to_item({":reason": reason[:MAX_REASON_CHARS], ":now": now}),
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-            raise
-        return False
-    return True
+    answer = db.update_if(
+        Keys.pause(),
+        ConditionExpression="attribute_not_exists(#r)",
+        UpdateExpression="SET #r = :reason, #s = :now",
+        ExpressionAttributeNames=_NAMES,
+        ExpressionAttributeValues=to_item({":reason": reason[:MAX_REASON_CHARS], ":now": now}),
+    )
+    return answer is not None
 
 
 def clear_pause(db: Table, now: str) -> bool:
     """Resume; True when this call cleared a pause, False when there was none (another worker's
     probe cleared it first)."""
-    try:
-        db.call(
-            "UpdateItem",
-            TableName=db.name,
-            Key=Keys.pause(),
-            ConditionExpression="attribute_exists(#r)",
-            UpdateExpression="SET resumed_at = :now REMOVE #r, #s",
-            ExpressionAttributeNames=_NAMES,
-            ExpressionAttributeValues=to_item({":now": now}),
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-            raise
-        return False
-    return True
+    answer = db.update_if(
+        Keys.pause(),
+        ConditionExpression="attribute_exists(#r)",
+        UpdateExpression="SET resumed_at = :now REMOVE #r, #s",
+        ExpressionAttributeNames=_NAMES,
+        ExpressionAttributeValues=to_item({":now": now}),
+    )
+    return answer is not None

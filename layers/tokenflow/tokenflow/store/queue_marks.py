@@ -24,8 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from botocore.exceptions import ClientError
-
 from tokenflow.store.codec import to_item
 from tokenflow.store.keys import Keys
 from tokenflow.store.table import Table
@@ -37,39 +35,25 @@ class QueueMarks:
 
     def mark(self, device_id: str, queued_at: str, stale_before: str) -> bool:
         """Mark the device queued at ``queued_at``; False when a mark newer than ``stale_before`` is there."""
-        try:
-            self.db.call(
-                "UpdateItem",
-                TableName=self.db.name,
-                Key=Keys.queued(device_id),
-                ConditionExpression="attribute_not_exists(queued_at) OR queued_at < :stale",
-                UpdateExpression="SET queued_at = :at, device_id = :device",
-                ExpressionAttributeValues=to_item(
-                    {":stale": stale_before, ":at": queued_at, ":device": device_id}
-                ),
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
-        return True
+        answer = self.db.update_if(
+            Keys.queued(device_id),
+            ConditionExpression="attribute_not_exists(queued_at) OR queued_at < :stale",
+            UpdateExpression="SET queued_at = :at, device_id = :device",
+            ExpressionAttributeValues=to_item(
+                {":stale": stale_before, ":at": queued_at, ":device": device_id}
+            ),
+        )
+        return answer is not None
 
     def unmark(self, device_id: str, queued_at: str) -> bool:
         """Remove the mark set at ``queued_at``; False when there is none, or a newer one."""
-        try:
-            self.db.call(
-                "UpdateItem",
-                TableName=self.db.name,
-                Key=Keys.queued(device_id),
-                ConditionExpression="queued_at = :at",
-                UpdateExpression="REMOVE queued_at",
-                ExpressionAttributeValues=to_item({":at": queued_at}),
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
-        return True
+        answer = self.db.update_if(
+            Keys.queued(device_id),
+            ConditionExpression="queued_at = :at",
+            UpdateExpression="REMOVE queued_at",
+            ExpressionAttributeValues=to_item({":at": queued_at}),
+        )
+        return answer is not None
 
     def read(self, device_ids: Sequence[str]) -> dict[str, str]:
         """The marks of these devices (device id -> ``queued_at``), one BatchGetItem per 100; a
@@ -101,7 +85,3 @@ class QueueMarks:
         item = self.db.get(Keys.queued(device_id))
         value = item.get("queued_at") if item else None
         return str(value) if value else None
-
-
-def _condition_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

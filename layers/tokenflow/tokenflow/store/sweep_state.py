@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from tokenflow.store.codec import from_item, to_item
 from tokenflow.store.keys import Keys
 from tokenflow.store.table import Table
@@ -85,20 +83,15 @@ class SweepState:
         if request_new_pass:
             update += ", new_pass_requested = :yes"
             values[":yes"] = True
-        try:
-            answer = self.db.call(
-                "UpdateItem",
-                TableName=self.db.name,
-                Key=Keys.sweep_state(),
-                ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
-                UpdateExpression=update,
-                ExpressionAttributeValues=to_item(values),
-                ReturnValues="ALL_OLD",
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return None
-            raise
+        answer = self.db.update_if(
+            Keys.sweep_state(),
+            ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
+            UpdateExpression=update,
+            ExpressionAttributeValues=to_item(values),
+            ReturnValues="ALL_OLD",
+        )
+        if answer is None:
+            return None
         old = from_item(answer.get("Attributes") or {})
         previous = old.get("lease_owner")  # released leases are removed: one still set had expired
         took_over_from = str(previous) if previous else None
@@ -159,20 +152,13 @@ class SweepState:
         return self.db.get(Keys.sweep_state())
 
     def _update(self, update: str, condition: str, values: dict[str, Any]) -> bool:
-        try:
-            self.db.call(
-                "UpdateItem",
-                TableName=self.db.name,
-                Key=Keys.sweep_state(),
-                ConditionExpression=condition,
-                UpdateExpression=update,
-                ExpressionAttributeValues=to_item(values),
-            )
-        except ClientError as exc:
-            if _condition_failed(exc):
-                return False
-            raise
-        return True
+        answer = self.db.update_if(
+            Keys.sweep_state(),
+            ConditionExpression=condition,
+            UpdateExpression=update,
+            ExpressionAttributeValues=to_item(values),
+        )
+        return answer is not None
 
 
 def _epoch_ms(moment: str) -> int | None:
@@ -185,7 +171,3 @@ def _epoch_ms(moment: str) -> int | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
-
-
-def _condition_failed(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from tokenflow import aws
 from tokenflow.store.codec import from_item
 from tokenflow.store.shapes import PlainItem, RawItem, Request
@@ -103,6 +105,16 @@ class Table:
             "BatchWriteItem": self.client.batch_write_item,
         }[operation]
         return method(**kwargs)
+
+    def update_if(self, key: RawItem, **kwargs: Any) -> Request | None:
+        """One conditional UpdateItem: its answer, or None when its condition did not hold (another
+        writer got there first: an expected outcome, not an error); any other failure raises."""
+        try:
+            return self.call("UpdateItem", TableName=self.name, Key=key, **kwargs)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None
+            raise
 
     def get(self, key: RawItem, **kwargs: Any) -> PlainItem | None:
         """One item by key, read consistently, as plain values (None: absent)."""
