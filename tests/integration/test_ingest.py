@@ -435,6 +435,43 @@ def claim_then_pause(importer: Importer, key: str) -> Callable[[], None]:
     return finish
 
 
+def test_a_delivery_leaves_a_slow_live_import_to_its_holder_however_long_it_takes(env, store, dynamodb):
+    """The holder's checkpoint is its heartbeat: a second delivery of the event that finds the import
+    claimed and its checkpoint moving stops as handled, even when the import outlasts the claim
+    wait (a 500,000-row import runs for minutes), and writes no token beside it."""
+    s3 = env
+    tokens = make_tokens(400)  # five chunks of tokens
+    s3.put_object(Bucket=BUCKET, Key="incoming/big.zip", Body=make_export(tokens))
+    writing = threading.Event()
+
+    class SlowStore(Store):
+        def add_tokens(self, *args: Any, **kwargs: Any) -> Any:
+            writing.set()
+            threading.Event().wait(0.3)  # 1.5 s in all: longer than the second delivery waits
+            return super().add_tokens(*args, **kwargs)
+
+    holder = threading.Thread(
+        target=Importer(SlowStore(TABLE, dynamodb), BUCKET).ingest, args=("incoming/big.zip",)
+    )
+    holder.start()
+    assert writing.wait(timeout=30)
+
+    class CountingStore(Store):
+        token_writes = 0
+
+        def add_tokens(self, *args: Any, **kwargs: Any) -> Any:
+            CountingStore.token_writes += 1
+            return super().add_tokens(*args, **kwargs)
+
+    second = Importer(CountingStore(TABLE, dynamodb), BUCKET, claim_wait_seconds=0.8)
+    assert second.ingest("incoming/big.zip") is None
+    holder.join(timeout=60)
+    assert CountingStore.token_writes == 0
+    body = report(s3, "processed/")
+    assert (body["status"], body["tokens_added"], body["tokens_already_known"]) == ("processed", 400, 0)
+    assert check_invariants(store)["tokens"] == {"available": 400}
+
+
 def test_a_claim_left_by_an_attempt_that_died_is_taken_over(env, store, dynamodb, caplog):
     s3 = env
     caplog.set_level(logging.INFO)

@@ -18,10 +18,14 @@ writes a token, a delivery claims the import by creating its report key with ``I
 the other waits for the import record to be finished and stops as "already handled" (no error, no
 alarm, no token written, so the report's counts stay whole). Likewise a delivery that finds the
 object gone at CopyObject or DeleteObject, while the import record says the file was filed, has
-nothing left to do. A claim whose record never finishes (the attempt died after claiming) is taken
-over after ``claim_wait_seconds``: kept well under the function's timeout, so a retry can still
-finish the import; a live import slower than that may then run twice, which stores each token once
-all the same (``Store.add_tokens``) and only splits the counts between two reports.
+nothing left to do. While it waits, the holder's checkpoint is its heartbeat: a record whose
+checkpoint moves belongs to a live import, however long it takes, and the waiting delivery stops
+as "already handled" at once (if the holder later dies, Lambda's retry of its own event continues
+it). A claim whose record neither finishes nor moves for ``claim_wait_seconds`` (the attempt died
+after claiming) is taken over, from the checkpoint read after the wait: kept well under the
+function's timeout, so a retry can still finish the import. A live import never writes nothing
+for that long (a chunk of tokens takes well under a second); were two to run at once all the
+same, each token would still be stored once (``Store.add_tokens``) and only the counts split.
 
 A retry after a timeout continues where the stopped attempt left off: every transaction of tokens
 also records in the import record how many of the file's tokens are stored (``Store.add_tokens``
@@ -38,7 +42,7 @@ import json
 import posixpath
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -156,7 +160,8 @@ class Importer:
         report["status"] = "processed"
         if not self._claim(key, sha256, report):
             return None
-        added, known = self._store_tokens(reader, sha256, Checkpoint.of(previous))
+        # Read again: an attempt taken over may have stored more since ``previous`` was read.
+        added, known = self._store_tokens(reader, sha256, Checkpoint.of(self.store.get_import(sha256)))
         summary = _redacted(reader.summary())
         problems = summary.pop("problems", [])
         report.update(summary)
@@ -313,8 +318,9 @@ class Importer:
         The claim is the import's report key, created only if it does not exist (``If-None-Match:
         *``) with a placeholder that the finished report replaces. Exactly one of two deliveries
         running together creates it; the other waits for the import record to be finished and is
-        then "already handled". A record that stays unfinished for ``claim_wait_seconds`` belonged
-        to an attempt that stopped after its claim (a crash, a timeout): this delivery takes over.
+        then "already handled", or sees the holder's checkpoint move and leaves the import to it. A
+        record that neither finishes nor moves for ``claim_wait_seconds`` belonged to an attempt
+        that stopped after its claim (a crash, a timeout): this delivery takes over.
         """
         destination, report_key = self._destination(key, sha256, report["status"])
         report.update(destination_key=destination, report_key=report_key)
@@ -325,8 +331,9 @@ class Importer:
         except ClientError as exc:
             if _code(exc) not in _CLAIMED:
                 raise
-        if self._wait_for_finish(sha256):
-            self._already_handled(key, sha256, "another delivery holds its import")
+        why = self._wait_for_holder(sha256)
+        if why:
+            self._already_handled(key, sha256, why)
             return False
         logger.info(
             "Taking over an import whose earlier attempt stopped",
@@ -348,14 +355,16 @@ class Importer:
         record = self.store.get_import(sha256)
         return record is not None and record.get("status") in FINISHED
 
-    def _wait_for_finish(self, sha256: str) -> bool:
+    def _wait_for_holder(self, sha256: str) -> str | None:
+        """Why the import is left to the delivery that claimed it (it finished, or its checkpoint
+        moved: it is alive), or None when its record did neither for ``claim_wait_seconds``."""
+        first = Checkpoint.of(self.store.get_import(sha256))
         deadline = time.monotonic() + self.claim_wait_seconds
         pause = 0.05
         while True:
-            if self._import_finished(sha256):
-                return True
-            if time.monotonic() >= deadline:
-                return False
+            why = holder_verdict(first, self.store.get_import(sha256))
+            if why or time.monotonic() >= deadline:
+                return why
             self.sleep(pause)
             pause = min(pause * 2, 1.0)
 
@@ -365,6 +374,19 @@ class Importer:
             "Object already handled by another delivery",
             extra={"key": redact(key), "import_id": sha256, "why": why},
         )
+
+
+def holder_verdict(first: Checkpoint, record: Mapping[str, Any] | None) -> str | None:
+    """Why a delivery that found its import claimed leaves it to the holder, given the checkpoint
+    when it began to wait and the import record now; None while nothing says the holder is alive.
+
+    The checkpoint is the heartbeat: only the holder writes it, one chunk of tokens at a time.
+    """
+    if record is not None and record.get("status") in FINISHED:
+        return "another delivery finished its import"
+    if Checkpoint.of(record).chunks > first.chunks:
+        return "another delivery is storing its tokens"
+    return None
 
 
 def _code(exc: ClientError) -> str:
