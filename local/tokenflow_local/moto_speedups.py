@@ -18,6 +18,12 @@ of every item it skips on the way to the first match: a claim cost grows with th
 The query now sees only the ``Limit + 1`` first items that match both conditions, picked with a
 heap; moto's own code then sorts, limits (``LastEvaluatedKey`` included), filters and projects them as before.
 
+And moto's SQS receive looks at every message of the queue several times per message it returns:
+it lists the visible ones reading the clock twice per message, and checks each message it returns
+against the queue's retention period by computing all the queue's attributes, three counts over
+every message among them. At 100,000 queued messages a receive of ten took 1.3 s. The visible ones
+are now listed with one clock reading, and the retention period is read from the queue.
+
 And moto's server picks the service of every request by listing moto's own package directory
 (``list_of_moto_modules``: an ``os.listdir`` and an ``isdir`` per entry) and trying a few hundred URL
 patterns on the Host header, inside a lock every request takes: about a tenth of the local stack's
@@ -108,6 +114,7 @@ def install(*, force: bool = False) -> bool:
     _fast_comparisons()
     _fast_range_queries()
     _fast_sqs_clock()
+    _fast_sqs_receive()
     _fast_dispatch()
     _parsed_update_expressions()
     return True
@@ -348,6 +355,29 @@ def _fast_sqs_clock() -> None:
         return time.time() * 1000.0 if dt is None else slow(dt)
 
     _patch(sqs_models, "unix_time_millis", unix_time_millis)
+
+
+def _fast_sqs_receive() -> None:
+    """moto's receive, without its passes over the whole queue per message it returns."""
+
+    def messages(self: sqs_models.Queue) -> list[sqs_models.Message]:
+        # Message.visible and not Message.delayed, with the clock read once for the whole list.
+        now = time.time() * 1000.0
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    def is_message_valid_based_on_retention_period(
+        self: sqs_models.SQSBackend, queue_name: str, message: sqs_models.Message
+    ) -> bool:
+        # The queue's MessageRetentionPeriod attribute, read from the queue itself.
+        retention_period = self.get_queue(queue_name).message_retention_period
+        return bool(retention_period + message.sent_timestamp / 1000 > time.time())
+
+    _patch(sqs_models.Queue, "messages", property(messages))
+    _patch(
+        sqs_models.SQSBackend,
+        "is_message_valid_based_on_retention_period",
+        is_message_valid_based_on_retention_period,
+    )
 
 
 def _fast_dispatch() -> None:

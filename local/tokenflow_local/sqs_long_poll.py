@@ -30,12 +30,19 @@ another consumer", and a deleted message comes back only "on rare occasions if o
 which stores a copy of the message is unavailable" (DeleteMessage,
 https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_DeleteMessage.html), not
 whenever two consumers delete at once; and a message it accepted is not dropped.
+
+And the delete finds its message through the receipt handles given out (every handle a message was
+received with, as moto's ``had_receipt_handle`` accepts), not by asking every message of the queue
+twice: at 100,000 queued messages moto's delete took 70 ms, and the assign pollers delete every
+message they handle. A handle it does not know (never given, already deleted, or of a message moved
+to the dead-letter queue) goes to moto's own delete, which answers as before.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from typing import Any
 
 from moto.sqs import models as sqs_models
@@ -43,6 +50,8 @@ from moto.sqs import models as sqs_models
 _interrupted = threading.Event()
 _saved: list[tuple[type, str, Any]] = []
 _EPSILON_S = 0.005  # moto's "visible" is strictly after visible_at (milliseconds)
+# Every receipt handle given out, to its message (while the message lives).
+_received: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
 
 
 def installed() -> bool:
@@ -53,17 +62,23 @@ def install() -> None:
     """Patch moto's SQS backend (once per process)."""
     if _saved:
         return
-    backend, queue_class = sqs_models.SQSBackend, sqs_models.Queue
+    backend, queue_class, message_class = sqs_models.SQSBackend, sqs_models.Queue, sqs_models.Message
     receive, change = backend.receive_message, backend.change_message_visibility
     delete, purge = queue_class.delete_message, backend.purge_queue
+    mark_received = message_class.mark_received
     _saved.extend(
         [
             (backend, "receive_message", receive),
             (backend, "change_message_visibility", change),
             (backend, "purge_queue", purge),
             (queue_class, "delete_message", delete),
+            (message_class, "mark_received", mark_received),
         ]
     )
+
+    def marked_received(self: Any, visibility_timeout: int | None = None) -> None:
+        mark_received(self, visibility_timeout)
+        _received[self.receipt_handle] = self
 
     def receive_message(
         self: Any,
@@ -94,6 +109,18 @@ def install() -> None:
         # moto's read-copy-replace of the message list, made atomic with every other change to it
         # (the receive above, add_message, another delete): nothing is brought back or dropped.
         with self._messages_lock:
+            message = _received.get(receipt_handle)
+            if message is not None and receipt_handle not in self.deleted_messages:
+                messages = self._messages
+                try:
+                    at = messages.index(message)  # by identity: moto's Message has no __eq__
+                except ValueError:
+                    pass  # not in this queue (moved to its dead-letter queue): moto answers
+                else:
+                    self.pending_messages.discard(message)
+                    self._messages = messages[:at] + messages[at + 1 :]  # replaced, as moto does
+                    self.deleted_messages.update(message.all_receipt_handles)
+                    return
             delete(self, receipt_handle)
 
     def purge_queue(self: Any, queue_name: str) -> None:
@@ -104,6 +131,7 @@ def install() -> None:
     backend.change_message_visibility = change_message_visibility  # type: ignore[method-assign]
     backend.purge_queue = purge_queue  # type: ignore[method-assign]
     queue_class.delete_message = delete_message  # type: ignore[method-assign]
+    message_class.mark_received = marked_received  # type: ignore[method-assign]
 
 
 def uninstall() -> None:

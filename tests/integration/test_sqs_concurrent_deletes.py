@@ -2,9 +2,11 @@
 
 The assign pollers delete their batches at the same time while the sweep sends; moto's
 ``Queue.delete_message`` copies the message list and replaces it. These tests hold one delete in
-the middle of its copy (a pause injected into moto's per-message receipt check) while another
-delete, or a send, runs, so the interleaving that brought back deleted messages (hidden for the
-queue's visibility timeout) and dropped sent ones is the same on every run.
+the middle of its copy (a pause injected into moto's per-message receipt check, or, on the local
+delete's indexed path, into its look at the queue's pending messages between reading the list
+and replacing it) while another delete, or a send, runs, so the interleaving that brought back
+deleted messages (hidden for the queue's visibility timeout) and dropped sent ones is the same on
+every run.
 """
 
 from __future__ import annotations
@@ -43,21 +45,27 @@ class PausedDelete:
         self.paused, self._resume = threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._delete, daemon=True)
         self._original = sqs_models.Message.had_receipt_handle
+        self._pending = sqs_models.Queue.__dict__["pending_messages"]
+
+    def _pause(self) -> None:
+        if threading.current_thread() is self.thread and not self.paused.is_set():
+            self.paused.set()
+            self._resume.wait(2.0)
 
     def __enter__(self) -> PausedDelete:
         pause = self
 
         def had_receipt_handle(message: Any, receipt_handle: str) -> bool:
-            if (
-                threading.current_thread() is pause.thread
-                and message.body == pause.gate
-                and not pause.paused.is_set()
-            ):
-                pause.paused.set()
-                pause._resume.wait(2.0)
+            if message.body == pause.gate:
+                pause._pause()
             return bool(pause._original(message, receipt_handle))
 
+        def pending_messages(queue: Any) -> Any:
+            pause._pause()
+            return pause._pending.fget(queue)
+
         sqs_models.Message.had_receipt_handle = had_receipt_handle  # type: ignore[method-assign]
+        sqs_models.Queue.pending_messages = property(pending_messages)  # type: ignore[method-assign,assignment]
         self.thread.start()
         assert self.paused.wait(5.0), "the delete never reached its copy of the message list"
         return self
@@ -69,6 +77,7 @@ class PausedDelete:
     def __exit__(self, *exc: object) -> None:
         self.resume()
         sqs_models.Message.had_receipt_handle = self._original  # type: ignore[method-assign]
+        sqs_models.Queue.pending_messages = self._pending  # type: ignore[method-assign]
 
     def _delete(self) -> None:
         self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=self.handle)
