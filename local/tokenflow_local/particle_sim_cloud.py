@@ -246,13 +246,14 @@ class CloudAPI(DeviceOS):
     def _list_devices(self, product: str, query: dict[str, list[str]], page: int, per_page: int) -> Answer:
         if not self._known_product(product):
             return 404, {}, {"ok": False, "error": "Product not found"}
+        # Filtered and sorted on the fleet's own items, and only the page's devices copied into
+        # answers: copying all of them for every page cost 100,000 copies per page of 100.
         with self.lock:
-            fleet = [_device_answer(d) for d in self.fleet.values()]
-        try:
-            fleet = _filter_and_sort(fleet, query)
-        except ValueError as exc:
-            return 400, {}, {"ok": False, "error": str(exc)}
-        chunk = fleet[(page - 1) * per_page : page * per_page]
+            try:
+                fleet = _filter_and_sort(list(self.fleet.values()), query)
+            except ValueError as exc:
+                return 400, {}, {"ok": False, "error": str(exc)}
+            chunk = [_device_answer(d) for d in fleet[(page - 1) * per_page : page * per_page]]
         total_pages = max(1, -(-len(fleet) // per_page))
         return (
             200,
