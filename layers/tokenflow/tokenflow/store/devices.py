@@ -6,11 +6,8 @@ A device's state changes only through a rule's plan (``transactions.apply``), ne
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
-
-from botocore.exceptions import ClientError
 
 from tokenflow.store import keys
 from tokenflow.store.codec import from_item, to_item
@@ -64,25 +61,12 @@ def _note(
     the expected value; nothing when the device moved on meanwhile."""
     names = {"#expect": expect[0], "#counter": counter, **{f"#v{i}": name for i, name in enumerate(values)}}
     sets = ", ".join(f"#v{i} = :v{i}" for i in range(len(values)))
-    with _unless_changed():
-        db.call(
-            "UpdateItem",
-            TableName=db.name,
-            Key=Keys.device(device_id),
-            ConditionExpression="#expect = :expect",
-            UpdateExpression=f"SET {sets} ADD #counter :one",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=to_item(
-                {":expect": expect[1], ":one": 1, **{f":v{i}": v for i, v in enumerate(values.values())}}
-            ),
-        )
-
-
-@contextlib.contextmanager
-def _unless_changed() -> Iterator[None]:
-    """A conditional note on an item that moved on meanwhile is not an error; anything else is."""
-    try:
-        yield
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-            raise
+    db.update_if(  # None when the device moved on meanwhile: not an error
+        Keys.device(device_id),
+        ConditionExpression="#expect = :expect",
+        UpdateExpression=f"SET {sets} ADD #counter :one",
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=to_item(
+            {":expect": expect[1], ":one": 1, **{f":v{i}": v for i, v in enumerate(values.values())}}
+        ),
+    )

@@ -18,7 +18,6 @@ from typing import Any
 
 from tokenflow.store import devices, keys
 from tokenflow.store.codec import to_item
-from tokenflow.store.devices import _unless_changed
 from tokenflow.store.shapes import PlainItem, RawItem
 from tokenflow.store.table import Table
 
@@ -59,16 +58,13 @@ class LivenessStore:
         if last_seen is not None:
             sets += ["blynk_last_seen = :seen", "live_at = if_not_exists(live_at, :now)"]
             values[":seen"] = last_seen
-        with _unless_changed():
-            self.db.call(
-                "UpdateItem",
-                TableName=self.db.name,
-                Key=keys.Keys.device(device_id),
-                ConditionExpression="token_id = :tid AND #state = :confirmed",
-                UpdateExpression="SET " + ", ".join(sets),
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues=to_item(values),
-            )
+        self.db.update_if(  # None when the device moved on meanwhile: not an error
+            keys.Keys.device(device_id),
+            ConditionExpression="token_id = :tid AND #state = :confirmed",
+            UpdateExpression="SET " + ", ".join(sets),
+            ExpressionAttributeNames={"#state": "state"},
+            ExpressionAttributeValues=to_item(values),
+        )
 
     def state(self) -> PlainItem:
         """The pass's item: ``walk`` (cursor and partial counts) and ``latest`` (last complete walk)."""
