@@ -207,6 +207,9 @@ class DeviceOS(SimState):
         self._sync_seq += 1
         heapq.heappush(self._sync_queue, (due, self._sync_seq, device_id, key))
         self._settle()
+        # A waiting ``wait_for_changes`` sleeps until the sync it knew of is due: this one may be
+        # due sooner, so it looks again.
+        self.changes.notify_all()
 
     def _settle(self) -> None:
         now = self.clock()

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -306,6 +307,32 @@ def test_a_sync_delay_holds_a_change_back_and_a_disconnect_loses_it_until_the_ne
         assert sim.device_ledger(device) == {"blynk_token": "b"}
         clock.now += 0.1
         assert sim.device_ledger(device) == {"blynk_token": "c"}
+
+
+def test_a_long_poll_of_the_device_copies_wakes_when_a_delayed_sync_arrives(http):
+    """The simulated fleet long-polls the device copies; a write whose sync to the device comes
+    ``sync_delay`` later wakes the poll then, not at the poll's own timeout."""
+    with ParticleSimulator(sync_delay=0.3) as sim:
+        http.headers["Authorization"] = f"Bearer {sim.access_token}"
+        [device] = sim.add_devices(1)
+        since = sim.version
+        polled: dict = {}
+
+        def poll() -> None:
+            started = time.monotonic()
+            polled["answer"] = sim.wait_for_changes(since, timeout=10.0)
+            polled["seconds"] = time.monotonic() - started
+
+        waiter = threading.Thread(target=poll)
+        waiter.start()
+        time.sleep(0.2)  # the poll is waiting, with no sync on its way
+        put(http, sim, device, {"blynk_token": "one"})
+        waiter.join(timeout=15)
+
+        version, views = polled["answer"]
+        assert version > since
+        assert [(v["device_id"], v["data"]) for v in views] == [(device, {"blynk_token": "one"})]
+        assert polled["seconds"] < 2.0  # the sync was due 0.3 s after the write, the timeout 10 s
 
 
 def test_a_reboot_keeps_the_flash_copy_and_waits_for_the_first_sync_since_boot(http):
