@@ -22,7 +22,9 @@ And moto's SQS receive looks at every message of the queue several times per mes
 it lists the visible ones reading the clock twice per message, and checks each message it returns
 against the queue's retention period by computing all the queue's attributes, three counts over
 every message among them. At 100,000 queued messages a receive of ten took 1.3 s. The visible ones
-are now listed with one clock reading, and the retention period is read from the queue.
+are now listed with one clock reading, and the retention period is read from the queue. Sending
+computes all the attributes too, for every message, to read ContentBasedDeduplication: a queue's
+attributes are now computed one at a time as they are read (the same names, order and values).
 
 And moto's server picks the service of every request by listing moto's own package directory
 (``list_of_moto_modules``: an ``os.listdir`` and an ``isdir`` per entry) and trying a few hundred URL
@@ -49,10 +51,12 @@ import copy
 import functools
 import heapq
 import importlib.metadata
+import json
 import pickle
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -373,11 +377,48 @@ def _fast_sqs_receive() -> None:
         return bool(retention_period + message.sent_timestamp / 1000 > time.time())
 
     _patch(sqs_models.Queue, "messages", property(messages))
+    _patch(sqs_models.Queue, "attributes", property(_QueueAttributes))
     _patch(
         sqs_models.SQSBackend,
         "is_message_valid_based_on_retention_period",
         is_message_valid_based_on_retention_period,
     )
+
+
+class _QueueAttributes(Mapping[str, Any]):
+    """moto's ``Queue.attributes`` (a dict it builds in full on every read, the three message counts
+    included), as a mapping of the same names in the same order whose values are computed as moto
+    computes them, each when first read."""
+
+    def __init__(self, queue: sqs_models.Queue) -> None:
+        self._queue = queue
+        names = list(queue.BASE_ATTRIBUTES)  # Policy and RedrivePolicy among them
+        if queue.fifo_queue:
+            names += queue.FIFO_ATTRIBUTES
+        if queue.kms_master_key_id:
+            names += queue.KMS_ATTRIBUTES
+        self._names = dict.fromkeys(names)
+        self._values: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._names:
+            raise KeyError(name)
+        if name not in self._values:
+            queue = self._queue
+            if name == "RedrivePolicy" and queue.redrive_policy:
+                value: Any = json.dumps(queue.redrive_policy)
+            elif name == "Policy" and queue.policy:
+                value = queue.policy
+            else:
+                value = getattr(queue, sqs_models.camelcase_to_underscores(name))
+            self._values[name] = str(value).lower() if isinstance(value, bool) else value
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def _fast_dispatch() -> None:

@@ -481,6 +481,9 @@ class _Queue:
         entries = [{"Id": str(n), "ReceiptHandle": self.handles[body]} for n, body in enumerate(bodies)]
         self.sqs.delete_message_batch(QueueUrl=self.url, Entries=entries)
 
+    def attributes(self, names: list[str]) -> dict[str, str]:
+        return self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=names)["Attributes"]
+
     def counts(self) -> dict[str, str]:
         names = [
             "ApproximateNumberOfMessages",
@@ -522,6 +525,13 @@ def test_sqs_send_receive_visibility_and_redrive_answer_the_same_with_and_withou
         steps["brief again"] = brief.receive()
         queue.delete(["late"])
         steps["end"] = queue.counts()
+        # Every attribute, in moto's order (the timestamps and ARN differ from run to run: names only).
+        for name, q in (("all attributes", queue), ("all attributes of the dead-letter queue", dlq)):
+            every = q.attributes(["All"])
+            steps[name] = [
+                (k, v if "Timestamp" not in k and k != "QueueArn" and "deadLetterTargetArn" not in v else "~")
+                for k, v in every.items()
+            ]
         # moto's clock (the patched one) is the wall clock in ms: sent in this scenario, a few s ago.
         steps["sent timestamps on the clock"] = all(
             0 <= age < 5000 for age in queue.sent_ages + brief.sent_ages
@@ -542,6 +552,9 @@ def test_sqs_send_receive_visibility_and_redrive_answer_the_same_with_and_withou
     assert unpatched["late"] == [("late", "1")]
     assert unpatched["brief again"] == [("brief", "2")]
     assert unpatched["sent timestamps on the clock"] is True
+    names = [name for name, _ in unpatched["all attributes"]]
+    assert {"RedrivePolicy", "VisibilityTimeout", "ApproximateNumberOfMessagesNotVisible"} <= set(names)
+    assert dict(unpatched["all attributes"])["VisibilityTimeout"] == "30"
     assert unpatched["end"] == {
         "ApproximateNumberOfMessages": "0",
         "ApproximateNumberOfMessagesNotVisible": "8",  # m2..m9, still in their 30 s
