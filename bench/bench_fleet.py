@@ -1,7 +1,8 @@
 """Fleet benchmark: the whole local stack (functions in the local Lambda runtime, moto, the Particle
 simulator) serving a product of ``--devices`` devices from one export of as many tokens.
 
-    .venv/bin/python bench/bench_fleet.py --devices 2000 --rate-scale 10
+    make bench-fleet                                    # 100,000 devices at rate scale 0.6
+    .venv/bin/python bench/bench_fleet.py --devices 10000 --rate-scale 1
 
 The product lists 100 devices a page. Particle's rate limit (10,000 requests per 5 minutes) is scaled
 by ``--rate-scale`` (the window shortened by that factor) so that a run takes minutes, and
@@ -297,7 +298,9 @@ def run(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=100_000)
-    parser.add_argument("--rate-scale", type=float, default=10.0)
+    # 0.6: the scale at which this project's 2-core machine keeps pace with the limit at 100,000
+    # devices (bench/README.md, "Fleet"); 1 is Particle's own limit.
+    parser.add_argument("--rate-scale", type=float, default=0.6)
     parser.add_argument("--faults", type=float, default=0.02)
     parser.add_argument("--deadline", type=float, default=6 * 3600.0, help="seconds before giving up")
     parser.add_argument(

@@ -131,3 +131,37 @@ def test_a_new_pass_waits_while_the_last_ones_devices_are_still_queued(stack):
     stack["sqs"].purge_queue(QueueUrl=stack["queue"])  # the queue emptied: the next period's pass runs
     stack["clock"].now = START + timedelta(seconds=1621 + 541)
     assert (run()["stopped"], listed(stack)) == ("finished", 9)
+
+
+def test_a_deep_backlog_holds_the_next_pass_and_the_queued_marks_for_as_long_as_it_takes_to_serve(
+    monkeypatch, dynamodb, sim
+):
+    """At 100,000 devices the last message of a first pass waits about 53 minutes at Particle's limit:
+    neither a new pass after three periods nor a mark taken for lost after 15 minutes may queue the
+    waiting devices again. Here the limit is 10 requests per 5 minutes, so 25 waiting messages take
+    at least 750 s, held for twice that: 1,500 s."""
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="assign")["QueueUrl"]
+    configure_functions(monkeypatch, sim, queue, SWEEP_SCHEDULE="rate(5 minutes)", PARTICLE_RATE_LIMIT="10")
+    clock = TableClock(START)
+    wiring.install(
+        wiring.Services(clock=clock, particle=ParticleClient(sim.url, sim.access_token, sim.product))
+    )
+    sim.add_devices(25)
+    assert run()["queued"] == {"new": 25}
+
+    # Three periods (3 x 240 s) have gone by, and the marks are older than 15 minutes: still waiting.
+    clock.now = START + timedelta(seconds=1000)
+    assert run()["stopped"] == "rested"
+    clock.now = START + timedelta(seconds=1501)  # the backlog's time is out: the pass runs ...
+    answer = run()
+    assert answer["stopped"] == "finished"
+    assert answer["queued"] == {} and answer["already_queued"] == 25  # ... and finds them all queued
+    assert (
+        int(
+            sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["ApproximateNumberOfMessages"])[
+                "Attributes"
+            ]["ApproximateNumberOfMessages"]
+        )
+        == 25
+    )

@@ -89,12 +89,14 @@ class OnceQueue:
             to_send.append(request)
         return self._send(to_send, marked, already, now)
 
-    def send_page(self, requests: Sequence[AssignRequest]) -> Sent:
+    def send_page(self, requests: Sequence[AssignRequest], *, waiting_allowance: float = 0.0) -> Sent:
         """Queue a sweep page's requests, one message per device: the marks of the page are read
         with one BatchGetItem and written with BatchWriteItems of 25 (``QueueMarks.put``: why no
-        condition is needed), instead of one conditional write per device."""
+        condition is needed), instead of one conditional write per device. ``waiting_allowance``:
+        seconds the queue's backlog takes to be served (``Sweeper.queue_wait``), for which a mark
+        holds on top of the window: a message behind a deep backlog is waiting, not lost."""
         now = self.clock()
-        stale_before = _iso(datetime.fromisoformat(now) - timedelta(seconds=self.window))
+        stale_before = _iso(datetime.fromisoformat(now) - timedelta(seconds=self.window + waiting_allowance))
         deduplicated = [r.device_id for r in requests if r.reason in DEDUPLICATED_REASONS]
         marks = self.marks.read(deduplicated) if deduplicated else {}
         fresh = {device_id for device_id, at in marks.items() if at >= stale_before}

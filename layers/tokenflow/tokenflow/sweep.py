@@ -29,9 +29,14 @@ The scheduled sweep (``Sweeper.resume``) is a resumable pass over the listing:
   (``store.sweep_state``); a run that finds the last pass started too recently lists nothing
   (``stopped="rested"``), and so does one that finds the assign queue still holding work (the
   last pass's devices are still being served: a new listing would find them all already queued),
-  for up to three intervals. So the fleet is listed at most once per period whatever starts the
-  sweep, and not again while a backlog of the last pass is being worked off: in a 10,000-device
-  run on this machine, the second pass 540 s into the run listed 100 pages to queue 1 device.
+  for three intervals or, when longer, the time the backlog takes to serve (``queue_wait``). So
+  the fleet is listed at most once per period whatever starts the sweep, and not again while a
+  backlog of the last pass is being worked off: in a 10,000-device run on this machine, the second
+  pass 540 s into the run listed 100 pages to queue 1 device.
+- a device's queued mark (``tokenflow.queue_once``) stands for its waiting message for 15 minutes
+  plus that same backlog time: at 100,000 devices the last message of a first pass waits about 53
+  minutes at Particle's limit, and a pass that took its mark for a lost message after 15 minutes
+  would queue tens of thousands of devices a second time.
 
 Particle cost: one list request per page, so a full pass costs ``ceil(devices / 100)`` requests
 (1,000 for 100,000 devices), however many runs it spans; a page a failed run had listed but not
@@ -59,7 +64,7 @@ from tokenflow.observability import logger, metrics
 from tokenflow.particle import Device, DevicePage, ParticleError
 from tokenflow.queue_once import OnceQueue, Queue
 from tokenflow.store import Store
-from tokenflow.store.sweep_state import SweepState
+from tokenflow.store.sweep_state import HOLD_PERIODS, SweepState
 
 # Without a Lambda context (a direct call) a run may take this long: the sweep function's Timeout.
 DEFAULT_BUDGET_MS = 300_000
@@ -117,6 +122,7 @@ class Sweeper:
         max_run_share: float = 0.6,
         pass_interval: float = 0.0,
         backlog: Callable[[], int] | None = None,
+        seconds_per_message: float = 0.0,
     ) -> None:
         self.store = store
         self.particle = particle
@@ -133,6 +139,9 @@ class Sweeper:
         self.pass_interval = pass_interval
         # The assign queue's messages not yet handled (None: not known, nothing held back).
         self.backlog = backlog
+        # The least time the assign workers take per message: one Ledger write at Particle's limit
+        # (its window over its request count); 0: not known.
+        self.seconds_per_message = seconds_per_message
 
     # ---- one whole pass ------------------------------------------------------------------------
 
@@ -140,8 +149,9 @@ class Sweeper:
         """Every page from page 1, in this call, without lease or cursor."""
         result = SweepResult()
         available, stale_before = self._begin(result)
+        waiting_s = self.queue_wait(self.queue_backlog())
         for page in self.particle.iter_device_pages(per_page=per_page):
-            self._handle_page(page, result, available, stale_before)
+            self._handle_page(page, result, available, stale_before, waiting_s)
         self._finish(result)
         return result
 
@@ -157,6 +167,8 @@ class Sweeper:
         owner = uuid.uuid4().hex
         moment = self.now()
         remaining = context.get_remaining_time_in_millis() if context is not None else DEFAULT_BUDGET_MS
+        backlog = self.queue_backlog()
+        waiting_s = self.queue_wait(backlog)
         cursor = self.state.acquire(
             owner,
             _epoch_ms(moment),
@@ -165,7 +177,7 @@ class Sweeper:
             now=_iso(moment),
             min_interval_ms=int(self.pass_interval * 1000),
             request_new_pass=new_pass,
-            hold_new_pass=self._work_queued(new_pass),
+            hold_ms=self._hold_ms(new_pass, backlog),
         )
         if cursor is None:
             result.stopped = "lease-held"
@@ -188,21 +200,36 @@ class Sweeper:
                 "Took over the lease of a sweep that stopped", extra={"pages_done": cursor.pages_done}
             )
         try:
-            self._run(cursor.pass_id, cursor.next_page, owner, context, remaining, per_page, result)
+            self._run(
+                cursor.pass_id, cursor.next_page, owner, context, remaining, per_page, result, waiting_s
+            )
         finally:
             # The cursor stays where the last recorded page left it, whatever stopped this run.
             self.state.release(owner)
         return result
 
-    def _work_queued(self, new_pass: bool) -> bool:
-        """Whether the assign queue still holds work (only asked where passes are paced)."""
-        if new_pass or self.backlog is None or self.pass_interval <= 0:
-            return False
+    def queue_backlog(self) -> int | None:
+        """The assign queue's messages not yet handled; None when not known."""
+        if self.backlog is None:
+            return None
         try:
-            return self.backlog() > 0
+            return self.backlog()
         except Exception:  # the queue's counts are a hint: without them the pace alone decides
             logger.warning("Could not read the assign queue's backlog", exc_info=True)
-            return False
+            return None
+
+    def queue_wait(self, backlog: int | None) -> float:
+        """Seconds the messages waiting in the assign queue take to be served, at least (one Ledger
+        write each at Particle's limit), twice over for retries, hand-backs and the pacing's margin."""
+        return 2.0 * (backlog or 0) * self.seconds_per_message
+
+    def _hold_ms(self, new_pass: bool, backlog: int | None) -> int:
+        """How long after the last pass began a new one waits for its devices to be served: 0 when
+        the queue is empty or not known, or a new pass was asked for; else ``HOLD_PERIODS`` intervals,
+        or the backlog's time when longer (only where passes are paced)."""
+        if new_pass or not backlog or self.pass_interval <= 0:
+            return 0
+        return int(1000 * max(HOLD_PERIODS * self.pass_interval, self.queue_wait(backlog)))
 
     def _run(
         self,
@@ -213,6 +240,7 @@ class Sweeper:
         run_ms: int,
         per_page: int,
         result: SweepResult,
+        waiting_s: float = 0.0,
     ) -> None:
         available, stale_before = self._begin(result)
         pages = self.particle.iter_device_pages(per_page=per_page, start=start)
@@ -231,7 +259,7 @@ class Sweeper:
                 self.state.finish_pass(owner, pass_id, _iso(self.now()))
                 result.next_page, result.stopped = None, "finished"
                 break
-            queued = self._handle_page(page, result, available, stale_before)
+            queued = self._handle_page(page, result, available, stale_before, waiting_s)
             if not self.state.advance(owner, pass_id, page.page + 1, len(page.devices), queued):
                 result.stopped = "lease-lost"
                 break
@@ -272,8 +300,16 @@ class Sweeper:
         stale_before = _iso(self.now() - timedelta(seconds=self.stale_after))
         return result.available_tokens, stale_before
 
-    def _handle_page(self, page: DevicePage, result: SweepResult, available: int, stale_before: str) -> int:
-        """Queue the page's devices that need work; answers how many were sent."""
+    def _handle_page(
+        self,
+        page: DevicePage,
+        result: SweepResult,
+        available: int,
+        stale_before: str,
+        waiting_s: float = 0.0,
+    ) -> int:
+        """Queue the page's devices that need work; answers how many were sent. ``waiting_s``: how
+        long the queue's messages may still wait, added to the time a queued mark holds."""
         result.pages += 1
         result.devices += len(page.devices)
         eligible: list[Device] = []
@@ -299,7 +335,7 @@ class Sweeper:
             return 0
         # Devices that could not be queued are found again by the next pass.
         if isinstance(self.queue, OnceQueue):
-            outcome = self.queue.send_page(requests)
+            outcome = self.queue.send_page(requests, waiting_allowance=waiting_s)
             sent, result.already_queued = (
                 set(outcome.sent),
                 result.already_queued + len(outcome.already_queued),

@@ -184,6 +184,7 @@ class Services:
                 now=lambda: datetime.fromisoformat(self.clock()),
                 pass_interval=self.settings.sweep_pass_interval,
                 backlog=self.assign_queue().backlog,
+                seconds_per_message=self.settings.particle_rate_window / self.settings.particle_rate_limit,
             )
 
         return self._part("sweeper", build)

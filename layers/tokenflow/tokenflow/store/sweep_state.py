@@ -11,8 +11,10 @@
 - pace: a new pass starts only once ``min_interval_ms`` have gone by since the last one started
   (the schedule's period), unless one was asked for (``new_pass_requested``: an import added tokens
   while a pass was under way, or since the last one); a run that finds it too early lists nothing.
-  While the assign queue still holds the last pass's devices, the next pass waits (up to
-  ``HOLD_PERIODS`` intervals): listing the fleet again would only find them already queued.
+  While the assign queue still holds the last pass's devices, the next pass waits (``hold_ms``:
+  ``HOLD_PERIODS`` intervals, or longer when the backlog takes longer to serve: a 100,000-device
+  first pass takes about 53 minutes at Particle's limit): listing the fleet again would only find
+  them already queued.
   Without it, every run after a finished pass listed the whole fleet again: the local stack's
   schedule, ingest's and the status reports' sweeps started pass after pass while the devices of
   the first were still being served (2.2 listings of a 10,000-device fleet in one benchmark run).
@@ -31,9 +33,10 @@ from tokenflow.store.codec import from_item, to_item
 from tokenflow.store.keys import Keys
 from tokenflow.store.table import Table
 
-# A backlog in the assign queue holds a new pass back for at most this many pass intervals: a queue
-# that never empties (a paused stack, a device whose writes keep failing) must not stop the
-# reconciliation for good.
+# A backlog in the assign queue holds a new pass back for at least this many pass intervals, and at
+# most that or the time the backlog takes to be served (``tokenflow.sweep``): a queue that never
+# empties (a paused stack, a device whose writes keep failing) must not stop the reconciliation for
+# good.
 HOLD_PERIODS = 3
 
 
@@ -66,16 +69,16 @@ class SweepState:
         *,
         min_interval_ms: int = 0,
         request_new_pass: bool = False,
-        hold_new_pass: bool = False,
+        hold_ms: int = 0,
     ) -> SweepCursor | None:
         """Take the lease until ``now_ms + lease_ms`` and answer the cursor; None when another run
         holds an unexpired lease.
 
         When no pass is under way, a new one starts at page 1 if the last one started at least
         ``min_interval_ms`` ago, or a new pass was asked for (``request_new_pass``, now or by an
-        earlier run); else the cursor is ``resting``. ``hold_new_pass`` (the devices the last pass
-        queued are still being served) rests it too, unless a new pass was asked for or the last
-        one started ``HOLD_PERIODS`` intervals ago. ``request_new_pass`` while a pass is under
+        earlier run); else the cursor is ``resting``. ``hold_ms`` (the devices the last pass queued
+        are still being served, for about that long) rests it too, unless a new pass was asked for
+        or the last one started ``hold_ms`` ago. ``request_new_pass`` while a pass is under
         way is kept for when it ends: the pass after it starts at once.
         """
         values: dict[str, Any] = {":now": now_ms, ":owner": owner, ":until": now_ms + lease_ms}
@@ -107,7 +110,7 @@ class SweepState:
         last = _epoch_ms(str(old.get("last_pass_started_at") or ""))
         if not asked and min_interval_ms > 0 and last is not None:
             since = now_ms - last
-            if since < min_interval_ms or (hold_new_pass and since < HOLD_PERIODS * min_interval_ms):
+            if since < max(min_interval_ms, hold_ms):
                 return SweepCursor("", 0, 0, now, took_over_from, resting=True)
         self._update(
             "SET pass_id = :pass, next_page = :one, pages_done = :zero, started_at = :at "
