@@ -11,7 +11,7 @@ from moto import mock_aws
 
 from tokenflow import wiring
 from tokenflow.store import Store
-from tokenflow_local import moto_speedups
+from tokenflow_local import moto_speedups, sqs_long_poll
 from tokenflow_local.resources import create_bucket, create_table
 
 # Records the functions' AWS calls and checks them against their roles at the end (docs/iam.md).
@@ -62,3 +62,16 @@ def s3(aws_mock: None):
 @pytest.fixture
 def store(dynamodb) -> Store:
     return Store(TABLE, dynamodb)
+
+
+@pytest.fixture
+def local_sqs(aws_mock: None) -> Iterator[object]:
+    """An SQS client on moto as the local stack runs it (``tokenflow_local.sqs_long_poll``
+    installed for the test, unless it already was)."""
+    was_installed = sqs_long_poll.installed()
+    sqs_long_poll.install()
+    try:
+        yield boto3.client("sqs", region_name="us-east-1")
+    finally:
+        if not was_installed:
+            sqs_long_poll.uninstall()

@@ -12,27 +12,15 @@ every run.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from moto.sqs import models as sqs_models
 
-from tokenflow_local import sqs_long_poll
-
-REGION = "us-east-1"
-
 
 @pytest.fixture
-def sqs(aws_mock: None) -> Iterator[Any]:
-    was_installed = sqs_long_poll.installed()
-    sqs_long_poll.install()
-    try:
-        yield boto3.client("sqs", region_name=REGION)
-    finally:
-        if not was_installed:
-            sqs_long_poll.uninstall()
+def sqs(local_sqs: Any) -> Any:
+    return local_sqs
 
 
 class PausedDelete:

@@ -4,27 +4,15 @@ handles given out; what it answers is SQS's (and moto's) for every kind of handl
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tokenflow_local import sqs_long_poll
-
-REGION = "us-east-1"
-
 
 @pytest.fixture
-def sqs(aws_mock: None) -> Iterator[Any]:
-    was_installed = sqs_long_poll.installed()
-    sqs_long_poll.install()
-    try:
-        yield boto3.client("sqs", region_name=REGION)
-    finally:
-        if not was_installed:
-            sqs_long_poll.uninstall()
+def sqs(local_sqs: Any) -> Any:
+    return local_sqs
 
 
 def _bodies(sqs: Any, url: str) -> list[str]:
