@@ -17,6 +17,12 @@ key, how the assign workers find a free token) by sorting the whole partition an
 of every item it skips on the way to the first match: a claim cost grows with the token stock.
 The query now sees only the ``Limit + 1`` first items that match both conditions, picked with a
 heap; moto's own code then sorts, limits (``LastEvaluatedKey`` included), filters and projects them as before.
+And those matches are looked for among the items of the queried index partition only: each table
+keeps, for every index hash attribute queried so far, its items by that attribute's value
+(``_Partitions``), built by one scan at the first such query and kept by every write (put, update,
+delete, a transaction's rollback). Before, each query read every item of the table: at 100,000
+devices (300,000 items and growing) the search for a free token was a fifth of the fleet
+benchmark's process.
 
 And moto's SQS receive looks at every message of the queue several times per message it returns:
 it lists the visible ones reading the clock twice per message, and checks each message it returns
@@ -117,6 +123,7 @@ def install(*, force: bool = False) -> bool:
     _patch_transactions()
     _fast_comparisons()
     _fast_range_queries()
+    _kept_partitions()
     _fast_sqs_clock()
     _fast_sqs_receive()
     _fast_dispatch()
@@ -173,6 +180,7 @@ def _patch_transactions() -> None:
                     bucket[slot] = item
                 if table.range_key_attr and not table.items[hash_key]:
                     table.items.pop(hash_key, None)
+                _Partitions.refresh(table, hash_key, range_key)
             raise
 
     _patch(dynamodb_models, "copy", _TableSharingCopy)
@@ -271,7 +279,7 @@ def _first_matches(
     if wanted_type not in ("S", "B"):  # numbers compare by value, not by their text: moto's way
         return None
     matching = []
-    for item in _unsorted_items(table):
+    for item in _Partitions.of(table).items(hash_name, wanted_type, wanted):
         value = item.attrs.get(hash_name)
         # Equal raw values of the same type are equal S or B keys.
         if value is None or value.value != wanted or value.type != wanted_type:
@@ -285,6 +293,93 @@ def _first_matches(
         matching,
         key=lambda item: (item.attrs[range_name], *(item.attrs[k] for k in table_keys)),
     )
+
+
+class _Partitions:
+    """For one table, its items by the value of each index hash attribute queried so far: the items
+    an index partition holds, without reading the table. Built for an attribute by one scan at its
+    first query; every write refreshes the one item it wrote (``refresh``)."""
+
+    _ATTRIBUTE = "_tokenflow_partitions"
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        # attribute -> (type, value) -> item key -> item; and attribute -> item key -> (type, value)
+        self.buckets: dict[str, dict[tuple[str, Any], dict[tuple[Any, Any], Item]]] = {}
+        self.placed: dict[str, dict[tuple[Any, Any], tuple[str, Any]]] = {}
+
+    @classmethod
+    def of(cls, table: Table) -> _Partitions:
+        kept = table.__dict__.get(cls._ATTRIBUTE)
+        if kept is None:
+            kept = table.__dict__[cls._ATTRIBUTE] = cls(table)
+        return kept  # type: ignore[no-any-return]
+
+    @classmethod
+    def refresh(cls, table: Table, hash_key: Any, range_key: Any) -> None:
+        """Place the item now at this key (or none) where its attributes say."""
+        kept = table.__dict__.get(cls._ATTRIBUTE)
+        if kept is None or not kept.buckets:
+            return
+        key = (hash_key, range_key if table.range_key_attr else None)
+        item = table.get_item(hash_key, range_key) if table.range_key_attr else table.items.get(hash_key)
+        for attribute in kept.buckets:
+            kept._place(attribute, key, item)
+
+    def items(self, attribute: str, value_type: str, value: Any) -> list[Item]:
+        if attribute not in self.buckets:
+            self.buckets[attribute], self.placed[attribute] = {}, {}
+            for item in _unsorted_items(self.table):
+                self._place(attribute, (item.hash_key, item.range_key), item)
+        return list(self.buckets[attribute].get((value_type, value), {}).values())
+
+    def _place(self, attribute: str, key: tuple[Any, Any], item: Item | None) -> None:
+        before = self.placed[attribute].pop(key, None)
+        if before is not None:
+            bucket = self.buckets[attribute][before]
+            bucket.pop(key, None)
+            if not bucket:
+                del self.buckets[attribute][before]
+        value = item.attrs.get(attribute) if item is not None else None
+        if value is not None and value.type in ("S", "B"):
+            where = (value.type, value.value)
+            self.buckets[attribute].setdefault(where, {})[key] = item  # type: ignore[assignment]
+            self.placed[attribute][key] = where
+
+
+def _kept_partitions() -> None:
+    """Every write to a table refreshes the item it wrote in the table's ``_Partitions``."""
+    put, delete, update = Table.put_item, Table.delete_item, DynamoDBBackend.update_item
+
+    def put_item(self: Table, *args: Any, **kwargs: Any) -> Any:
+        item = put(self, *args, **kwargs)
+        _Partitions.refresh(self, item.hash_key, item.range_key)
+        return item
+
+    def delete_item(self: Table, hash_key: Any, range_key: Any) -> Any:
+        try:
+            return delete(self, hash_key, range_key)
+        finally:
+            _Partitions.refresh(self, hash_key, range_key)
+
+    def update_item(
+        self: DynamoDBBackend, table_name: str, key: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> Any:
+        try:
+            return update(self, table_name, key, *args, **kwargs)
+        finally:
+            table = self.tables.get(table_name)
+            if table is not None:
+                try:
+                    hash_key, range_key = self.get_keys_value(table, key)
+                except Exception:  # noqa: S110 (a malformed key: moto answered it, nothing was written)
+                    pass
+                else:
+                    _Partitions.refresh(table, hash_key, range_key)
+
+    _patch(Table, "put_item", put_item)
+    _patch(Table, "delete_item", delete_item)
+    _patch(DynamoDBBackend, "update_item", update_item)
 
 
 def _parsed_update_expressions() -> None:

@@ -339,7 +339,9 @@ def test_transactions_commit_and_roll_back_the_same_with_and_without_the_patches
         dynamodb = boto3.client("dynamodb", region_name="us-east-1")
         create_table(dynamodb, TABLE)
         _fill(dynamodb)
-        answers: list[Any] = []
+        # The index queried before the writes too: the patched moto's kept index partitions are built
+        # now, and every write below must keep them right (the queries at the end say so).
+        answers: list[Any] = [_queries_and_scans(dynamodb, QUERIES[:4], [])]
         committed = [
             claim("TOKEN#0001", "DEVICE#001"),
             {
@@ -376,18 +378,57 @@ def test_transactions_commit_and_roll_back_the_same_with_and_without_the_patches
         answers.append(_table(dynamodb))
         # The index after claims and rollbacks (the claim queries; the whole table is compared above).
         answers.append(_queries_and_scans(dynamodb, QUERIES[:4], []))
+        # And after single writes: a claim, a release back onto another shard, a new token, a delete,
+        # a batch of puts and deletes, a put replacing an indexed token with an unindexed one.
+        token = {"sk": {"S": "META"}}
+        dynamodb.update_item(
+            TableName=TABLE, Key={"pk": {"S": "TOKEN#0010"}, **token}, UpdateExpression="REMOVE apk, ask"
+        )
+        dynamodb.update_item(
+            TableName=TABLE,
+            Key={"pk": {"S": "TOKEN#0001"}, **token},
+            UpdateExpression="SET apk = :p, ask = :a REMOVE holder",
+            ExpressionAttributeValues={":p": {"S": "AVAIL#1"}, ":a": {"S": "80000001"}},
+        )
+        dynamodb.put_item(
+            TableName=TABLE,
+            Item={"pk": {"S": "TOKEN#0500"}, **token, "apk": {"S": "AVAIL#1"}, "ask": {"S": "9"}},
+        )
+        dynamodb.delete_item(TableName=TABLE, Key={"pk": {"S": "TOKEN#0013"}, **token})
+        dynamodb.batch_write_item(
+            RequestItems={
+                TABLE: [
+                    {
+                        "PutRequest": {
+                            "Item": {
+                                "pk": {"S": "TOKEN#0501"},
+                                **token,
+                                "apk": {"S": "AVAIL#1"},
+                                "ask": {"S": "90"},
+                            }
+                        }
+                    },
+                    {"DeleteRequest": {"Key": {"pk": {"S": "TOKEN#0016"}, **token}}},
+                ]
+            }
+        )
+        dynamodb.put_item(TableName=TABLE, Item={"pk": {"S": "TOKEN#0019"}, **token, "token": {"S": "t0019"}})
+        answers.append(_queries_and_scans(dynamodb, QUERIES[:4], []))
         return answers
 
     unpatched, patched = both_ways(scenario)
 
     assert patched == unpatched
-    reasons = [[r["Code"] for r in cancellation] for _, cancellation in unpatched[:3]]
+    # The single writes moved tokens on and off the AVAIL#1 shard: the first claim query sees them.
+    first_after, first_before = unpatched[-1][0][0]["Items"], unpatched[-2][0][0]["Items"]
+    assert first_after != first_before
+    reasons = [[r["Code"] for r in cancellation] for _, cancellation in unpatched[1:4]]
     assert reasons == [
         ["None", "None", "None", "ConditionalCheckFailed"],
         ["ConditionalCheckFailed", "None"],
         ["None", "ConditionalCheckFailed"],
     ]
-    table = {(item["pk"]["S"], item["sk"]["S"]): item for item in unpatched[3]}
+    table = {(item["pk"]["S"], item["sk"]["S"]): item for item in unpatched[4]}
     assert table[("TOKEN#0001", "META")]["holder"] == {"S": "DEVICE#001"}
     assert "holder" not in table[("TOKEN#0002", "META")] and ("TOKEN#0004", "META") in table
     assert ("NEW#1", "META") not in table
