@@ -94,9 +94,12 @@ def test_a_report_from_a_new_device_of_the_product_queues_it_after_one_lookup(st
     [message] = messages(stack)
     assert (message["device_id"], message["seen_state"], message["reason"]) == (device, None, "new")
     assert message["platform_id"] == 32 and message["queued_at"] == stack["clock"]()
-    # It reports again before a worker got to it: still one message.
+    # It reports again before a worker got to it: still one message, and no second lookup (the
+    # firmware repeats its report while it has no token, for as long as the queue takes).
+    stack["clock"].now = START + timedelta(hours=2)
     assert report(device)[1]["action"] == "queued"
     assert [m["device_id"] for m in messages(stack)] == [device]
+    assert stack["particle"].requests_sent == 1
 
 
 def test_reports_from_quarantined_denied_and_foreign_devices_queue_nothing(stack):

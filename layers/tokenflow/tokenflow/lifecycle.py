@@ -248,7 +248,15 @@ class Lifecycle:
         """A device Tokenflow has not seen yet reports: ask Particle whether the product has it
         (one request) and queue it at once, rather than wait for a sweep to list the whole fleet.
         Quarantined and denied devices, and ids the product does not hold, are ignored; when
-        Particle does not answer, the next sweep pass finds the device (or its next report does)."""
+        Particle does not answer, the next sweep pass finds the device (or its next report does).
+
+        A device whose message is already waiting (a queued mark, however old) costs no lookup and
+        no second message: the firmware reports again every few minutes up to every ten while it
+        has no token, and behind the backlog of a 100,000-device first pass (about 53 minutes at
+        Particle's limit) a lookup per report would be a hundred times the limit. A device whose
+        message was lost is the sweep's: its mark is stale by the sweep's rule (``queue_once``)."""
+        if self.store.queued_at(device_id) is not None:
+            return StatusOutcome(device_id, "queued", None)
         if self._products is None:
             # No Particle product here: the sweep decides (it knows quarantined and denied devices).
             if self.request_sweep is None:

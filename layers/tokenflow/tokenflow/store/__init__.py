@@ -172,6 +172,10 @@ class Store:
     def note_redelivery(self, device_id: str, token_tid: str, now: str) -> None:
         devices.note_redelivery(self.db, device_id, token_tid, now)
 
+    def queued_at(self, device_id: str) -> str | None:
+        """When the device's waiting message was sent (None: no queued mark)."""
+        return QueueMarks(self.db).queued_at(device_id)
+
     def unmark_queued(self, device_id: str, queued_at: str) -> bool:
         """Remove the device's queued mark set at ``queued_at`` (``queue_marks.QueueMarks.unmark``)."""
         return QueueMarks(self.db).unmark(device_id, queued_at)
