@@ -53,6 +53,7 @@ version) before moving ``WRITTEN_FOR`` to a new moto.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import functools
 import heapq
@@ -278,6 +279,20 @@ def _first_matches(
     wanted_type, wanted = hash_value.type, hash_value.value
     if wanted_type not in ("S", "B"):  # numbers compare by value, not by their text: moto's way
         return None
+    ordered = _Partitions.of(table).in_order(hash_name, range_name, wanted_type, wanted)
+    start = ordered.first(comparison, values) if ordered is not None else None
+    if ordered is not None and start is not None:
+        # In query order from the first that may match: the first limit + 1 that do are the answer.
+        found: list[Item] = []
+        for item in ordered.items[start:]:
+            if not item.attrs[range_name].compare(comparison, values):
+                if comparison in ("=", "EQ", "BETWEEN"):
+                    break  # past the last range value that can match
+                continue
+            found.append(item)
+            if len(found) > limit:  # type: ignore[operator]
+                break
+        return found
     matching = []
     for item in _Partitions.of(table).items(hash_name, wanted_type, wanted):
         value = item.attrs.get(hash_name)
@@ -307,6 +322,9 @@ class _Partitions:
         # attribute -> (type, value) -> item key -> item; and attribute -> item key -> (type, value)
         self.buckets: dict[str, dict[tuple[str, Any], dict[tuple[Any, Any], Item]]] = {}
         self.placed: dict[str, dict[tuple[Any, Any], tuple[str, Any]]] = {}
+        # (attribute, range attribute) -> the partitions in moto's query order (``_Sorted``), kept
+        # only while every item of them has S range and table keys (None: not kept, scan instead).
+        self.sorted: dict[tuple[str, str], dict[tuple[str, Any], _Sorted] | None] = {}
 
     @classmethod
     def of(cls, table: Table) -> _Partitions:
@@ -333,6 +351,41 @@ class _Partitions:
                 self._place(attribute, (item.hash_key, item.range_key), item)
         return list(self.buckets[attribute].get((value_type, value), {}).values())
 
+    def in_order(self, attribute: str, range_name: str, value_type: str, value: Any) -> _Sorted | None:
+        """The partition's items in moto's query order (range value, then the table's keys), or None
+        where that order is not kept (a range or key value that is not a string)."""
+        self.items(attribute, value_type, value)  # the buckets exist
+        view = (attribute, range_name)
+        if view not in self.sorted:
+            partitions: dict[tuple[str, Any], _Sorted] | None = {}
+            for where, bucket in self.buckets[attribute].items():
+                for key, item in bucket.items():
+                    partitions = self._sorted_add(partitions, where, key, item, range_name)
+            self.sorted[view] = partitions
+        partitions = self.sorted[view]
+        if partitions is None:
+            return None
+        return partitions.get((value_type, value)) or _Sorted()
+
+    def _sorted_add(
+        self,
+        partitions: dict[tuple[str, Any], _Sorted] | None,
+        where: tuple[str, Any],
+        key: tuple[Any, Any],
+        item: Item,
+        range_name: str,
+    ) -> dict[tuple[str, Any], _Sorted] | None:
+        if partitions is None:
+            return None
+        sort_value = item.attrs.get(range_name)
+        if sort_value is None:
+            return partitions  # not in the index
+        keys = [item.attrs.get(k) for k in (self.table.hash_key_attr, self.table.range_key_attr) if k]
+        if sort_value.type != "S" or any(k is None or k.type != "S" for k in keys):
+            return None  # moto orders other types by their cast values: not kept here
+        partitions.setdefault(where, _Sorted()).add((sort_value.value, *(k.value for k in keys)), key, item)  # type: ignore[union-attr]
+        return partitions
+
     def _place(self, attribute: str, key: tuple[Any, Any], item: Item | None) -> None:
         before = self.placed[attribute].pop(key, None)
         if before is not None:
@@ -340,11 +393,52 @@ class _Partitions:
             bucket.pop(key, None)
             if not bucket:
                 del self.buckets[attribute][before]
+            for (of, _), partitions in self.sorted.items():
+                if of == attribute and partitions is not None and before in partitions:
+                    partitions[before].remove(key)
         value = item.attrs.get(attribute) if item is not None else None
         if value is not None and value.type in ("S", "B"):
             where = (value.type, value.value)
             self.buckets[attribute].setdefault(where, {})[key] = item  # type: ignore[assignment]
             self.placed[attribute][key] = where
+            for view, partitions in list(self.sorted.items()):
+                if view[0] == attribute:
+                    self.sorted[view] = self._sorted_add(partitions, where, key, item, view[1])  # type: ignore[arg-type]
+
+
+class _Sorted:
+    """One index partition's items in query order: sort keys (range value, then the table's key
+    values, all strings), their range values alone (to bisect on) and the items, in step."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, ...]] = []
+        self.ranges: list[str] = []
+        self.items: list[Item] = []
+        self.sort_key_of: dict[tuple[Any, Any], tuple[str, ...]] = {}
+
+    def add(self, sort_key: tuple[str, ...], key: tuple[Any, Any], item: Item) -> None:
+        at = bisect.bisect_left(self.keys, sort_key)
+        self.keys.insert(at, sort_key)
+        self.ranges.insert(at, sort_key[0])
+        self.items.insert(at, item)
+        self.sort_key_of[key] = sort_key
+
+    def remove(self, key: tuple[Any, Any]) -> None:
+        sort_key = self.sort_key_of.pop(key, None)
+        if sort_key is None:
+            return
+        at = bisect.bisect_left(self.keys, sort_key)
+        del self.keys[at], self.ranges[at], self.items[at]
+
+    def first(self, comparison: str, values: list[Any]) -> int | None:
+        """Where the items that may match a range condition begin (None: a condition not kept)."""
+        if any(v.type != "S" for v in values):
+            return None
+        if comparison in (">=", "GE", "=", "EQ", "BETWEEN"):
+            return bisect.bisect_left(self.ranges, values[0].value)
+        if comparison in (">", "GT"):
+            return bisect.bisect_right(self.ranges, values[0].value)
+        return None
 
 
 def _kept_partitions() -> None:
