@@ -58,6 +58,7 @@ import copy
 import functools
 import heapq
 import importlib.metadata
+import itertools
 import json
 import pickle
 import threading
@@ -284,7 +285,7 @@ def _first_matches(
     if ordered is not None and start is not None:
         # In query order from the first that may match: the first limit + 1 that do are the answer.
         found: list[Item] = []
-        for item in ordered.items[start:]:
+        for item in itertools.islice(ordered.items, start, None):
             if not item.attrs[range_name].compare(comparison, values):
                 if comparison in ("=", "EQ", "BETWEEN"):
                     break  # past the last range value that can match
@@ -383,7 +384,10 @@ class _Partitions:
         keys = [item.attrs.get(k) for k in (self.table.hash_key_attr, self.table.range_key_attr) if k]
         if sort_value.type != "S" or any(k is None or k.type != "S" for k in keys):
             return None  # moto orders other types by their cast values: not kept here
-        partitions.setdefault(where, _Sorted()).add((sort_value.value, *(k.value for k in keys)), key, item)  # type: ignore[union-attr]
+        sorted_items = partitions.get(where)
+        if sorted_items is None:
+            sorted_items = partitions[where] = _Sorted()
+        sorted_items.add((sort_value.value, *(k.value for k in keys)), key, item)
         return partitions
 
     def _place(self, attribute: str, key: tuple[Any, Any], item: Item | None) -> None:
