@@ -165,3 +165,43 @@ def test_a_deep_backlog_holds_the_next_pass_and_the_queued_marks_for_as_long_as_
         )
         == 25
     )
+
+
+def test_a_shrinking_backlog_holds_the_next_pass_for_the_time_of_everything_the_last_pass_queued(
+    monkeypatch, dynamodb, sim
+):
+    """The hold counts from the last pass's start, so it is the time of that pass's whole backlog.
+    At 100,000 devices a backlog read 34 minutes in was 34,000 messages (34 minutes, twice over, all
+    behind the pass's start) and a rule on what was left started a second pass while 34,000 devices
+    still waited. Here the limit is 10 requests per 5 minutes (30 s a message): 25 queued devices
+    hold the next pass for 1,500 s, however few of them are left."""
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="assign")["QueueUrl"]
+    configure_functions(monkeypatch, sim, queue, SWEEP_SCHEDULE="rate(5 minutes)", PARTICLE_RATE_LIMIT="10")
+    clock = TableClock(START)
+    wiring.install(
+        wiring.Services(clock=clock, particle=ParticleClient(sim.url, sim.access_token, sim.product))
+    )
+    sim.add_devices(25)
+    assert run()["queued"] == {"new": 25}
+    served = 0
+    while served < 20:  # the assign workers serve 20 of the 25: 5 messages are left
+        for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=min(10, 20 - served))[
+            "Messages"
+        ]:
+            sqs.delete_message(QueueUrl=queue, ReceiptHandle=message["ReceiptHandle"])
+            served += 1
+
+    # What is left would take 5 x 30 s twice over (300 s) and three periods are 720 s: both are
+    # behind. The 25 the pass queued take 1,500 s from its start.
+    clock.now = START + timedelta(seconds=1000)
+    assert run()["stopped"] == "rested"
+    clock.now = START + timedelta(seconds=1499)
+    assert run()["stopped"] == "rested"
+    clock.now = START + timedelta(seconds=1501)  # still finite: the queue need not empty first
+    answer = run()
+    assert answer["stopped"] == "finished"
+    # No device is queued a second time: the marks, 1,501 s old, stand for as long as the last
+    # pass's backlog (15 minutes plus 1,500 s), not for 15 minutes plus the 300 s of what is left.
+    # (The 20 taken here have marks and no record: no assign function ran.)
+    assert answer["queued"] == {} and answer["already_queued"] == 25

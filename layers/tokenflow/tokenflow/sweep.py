@@ -29,14 +29,16 @@ The scheduled sweep (``Sweeper.resume``) is a resumable pass over the listing:
   (``store.sweep_state``); a run that finds the last pass started too recently lists nothing
   (``stopped="rested"``), and so does one that finds the assign queue still holding work (the
   last pass's devices are still being served: a new listing would find them all already queued),
-  for three intervals or, when longer, the time the backlog takes to serve (``queue_wait``). So
+  for three intervals or, when longer, the time the devices the last pass queued (or the backlog,
+  when larger) take to serve (``queue_wait``), counted from that pass's start. So
   the fleet is listed at most once per period whatever starts the sweep, and not again while a
   backlog of the last pass is being worked off: in a 10,000-device run on this machine, the second
   pass 540 s into the run listed 100 pages to queue 1 device.
 - a device's queued mark (``tokenflow.queue_once``) stands for its waiting message for 15 minutes
-  plus that same backlog time: at 100,000 devices the last message of a first pass waits about 53
-  minutes at Particle's limit, and a pass that took its mark for a lost message after 15 minutes
-  would queue tens of thousands of devices a second time.
+  plus that same backlog time (of the last pass's devices, or of the backlog when larger): at
+  100,000 devices the last message of a first pass waits about 53 minutes at Particle's limit, and
+  a pass that took its mark for a lost message after 15 minutes (or after 15 minutes plus the time
+  of the few messages left) would queue tens of thousands of devices a second time.
 
 Particle cost: one list request per page, so a full pass costs ``ceil(devices / 100)`` requests
 (1,000 for 100,000 devices), however many runs it spans; a page a failed run had listed but not
@@ -178,6 +180,7 @@ class Sweeper:
             min_interval_ms=int(self.pass_interval * 1000),
             request_new_pass=new_pass,
             hold_ms=self._hold_ms(new_pass, backlog),
+            hold_ms_per_last_queued=1000 * self.queue_wait(1),
         )
         if cursor is None:
             result.stopped = "lease-held"
@@ -188,6 +191,10 @@ class Sweeper:
             result.stopped, result.next_page = "rested", None
             logger.info("The last pass started less than the pass interval ago: nothing to list")
             return result
+        if backlog:
+            # A message of the last pass may wait behind all that pass queued, counted from its
+            # start; what is left of the backlog alone would take a mark queued long ago for lost.
+            waiting_s = self.queue_wait(max(backlog, cursor.last_pass_queued))
         result.pass_id, result.first_page, result.next_page = (
             cursor.pass_id,
             cursor.next_page,
@@ -226,7 +233,8 @@ class Sweeper:
     def _hold_ms(self, new_pass: bool, backlog: int | None) -> int:
         """How long after the last pass began a new one waits for its devices to be served: 0 when
         the queue is empty or not known, or a new pass was asked for; else ``HOLD_PERIODS`` intervals,
-        or the backlog's time when longer (only where passes are paced)."""
+        or the backlog's time when longer (only where passes are paced). ``SweepState.acquire``
+        makes it at least the time of every device the last pass queued."""
         if new_pass or not backlog or self.pass_interval <= 0:
             return 0
         return int(1000 * max(HOLD_PERIODS * self.pass_interval, self.queue_wait(backlog)))

@@ -12,9 +12,12 @@
   (the schedule's period), unless one was asked for (``new_pass_requested``: an import added tokens
   while a pass was under way, or since the last one); a run that finds it too early lists nothing.
   While the assign queue still holds the last pass's devices, the next pass waits (``hold_ms``:
-  ``HOLD_PERIODS`` intervals, or longer when the backlog takes longer to serve: a 100,000-device
-  first pass takes about 53 minutes at Particle's limit): listing the fleet again would only find
-  them already queued.
+  ``HOLD_PERIODS`` intervals, or longer when the devices the last pass queued take longer to serve:
+  a 100,000-device first pass takes about 53 minutes at Particle's limit): listing the fleet again
+  would only find them already queued. The hold counts from the last pass's start, so it is the
+  time of that pass's whole backlog, not of what is left of it: a backlog read 34 minutes into a
+  100,000-device pass is 34,000 messages, whose own time (34 minutes, twice over) is already
+  behind the pass's start, and a rule on it alone started the next pass then.
   Without it, every run after a finished pass listed the whole fleet again: the local stack's
   schedule, ingest's and the status reports' sweeps started pass after pass while the devices of
   the first were still being served (2.2 listings of a 10,000-device fleet in one benchmark run).
@@ -53,6 +56,8 @@ class SweepCursor:
     # No pass is under way and the last one started less than the interval ago: the run holds the
     # lease but has nothing to list (``pass_id`` is empty).
     resting: bool = False
+    # How many devices the last finished pass queued (0: none, or no pass has finished).
+    last_pass_queued: int = 0
 
 
 class SweepState:
@@ -70,6 +75,7 @@ class SweepState:
         min_interval_ms: int = 0,
         request_new_pass: bool = False,
         hold_ms: int = 0,
+        hold_ms_per_last_queued: float = 0.0,
     ) -> SweepCursor | None:
         """Take the lease until ``now_ms + lease_ms`` and answer the cursor; None when another run
         holds an unexpired lease.
@@ -78,8 +84,10 @@ class SweepState:
         ``min_interval_ms`` ago, or a new pass was asked for (``request_new_pass``, now or by an
         earlier run); else the cursor is ``resting``. ``hold_ms`` (the devices the last pass queued
         are still being served, for about that long) rests it too, unless a new pass was asked for
-        or the last one started ``hold_ms`` ago. ``request_new_pass`` while a pass is under
-        way is kept for when it ends: the pass after it starts at once.
+        or the last one started ``hold_ms`` ago; with ``hold_ms_per_last_queued``, at least that
+        much per device the last pass queued (``last_pass_queued``): the time its whole backlog
+        takes, counted like ``hold_ms`` from the last pass's start. ``request_new_pass`` while a
+        pass is under way is kept for when it ends: the pass after it starts at once.
         """
         values: dict[str, Any] = {":now": now_ms, ":owner": owner, ":until": now_ms + lease_ms}
         update = "SET lease_owner = :owner, lease_until = :until"
@@ -98,6 +106,7 @@ class SweepState:
         old = from_item(answer.get("Attributes") or {})
         previous = old.get("lease_owner")  # released leases are removed: one still set had expired
         took_over_from = str(previous) if previous else None
+        last_queued = int(old.get("last_pass_queued") or 0)
         if old.get("pass_id"):
             return SweepCursor(
                 pass_id=str(old["pass_id"]),
@@ -105,20 +114,23 @@ class SweepState:
                 pages_done=int(old.get("pages_done", 0)),
                 started_at=str(old.get("started_at", now)),
                 took_over_from=took_over_from,
+                last_pass_queued=last_queued,
             )
         asked = request_new_pass or bool(old.get("new_pass_requested"))
         last = _epoch_ms(str(old.get("last_pass_started_at") or ""))
         if not asked and min_interval_ms > 0 and last is not None:
             since = now_ms - last
+            if hold_ms > 0:  # a backlog: the last pass's own devices count, not only those left
+                hold_ms = max(hold_ms, int(hold_ms_per_last_queued * last_queued))
             if since < max(min_interval_ms, hold_ms):
-                return SweepCursor("", 0, 0, now, took_over_from, resting=True)
+                return SweepCursor("", 0, 0, now, took_over_from, resting=True, last_pass_queued=last_queued)
         self._update(
             "SET pass_id = :pass, next_page = :one, pages_done = :zero, started_at = :at "
             "REMOVE new_pass_requested",
             "lease_owner = :owner",
             {":pass": new_pass_id, ":one": 1, ":zero": 0, ":at": now, ":owner": owner},
         )
-        return SweepCursor(new_pass_id, 1, 0, now, took_over_from)
+        return SweepCursor(new_pass_id, 1, 0, now, took_over_from, last_pass_queued=last_queued)
 
     def advance(self, owner: str, pass_id: str, next_page: int, devices: int, queued: int) -> bool:
         """Record one page handled; False when this run no longer holds the lease (then it stops)."""
