@@ -35,7 +35,9 @@ And the delete finds its message through the receipt handles given out (every ha
 received with, as moto's ``had_receipt_handle`` accepts), not by asking every message of the queue
 twice: at 100,000 queued messages moto's delete took 70 ms, and the assign pollers delete every
 message they handle. A handle it does not know (never given, already deleted, or of a message moved
-to the dead-letter queue) goes to moto's own delete, which answers as before.
+to the dead-letter queue) goes to moto's own delete, which answers as before. The message leaves
+the list in place rather than in a copy of it, so ``ChangeMessageVisibility``, which walks the
+list, holds the lock too.
 """
 
 from __future__ import annotations
@@ -102,8 +104,10 @@ def install() -> None:
     def change_message_visibility(
         self: Any, queue_name: str, receipt_handle: str, visibility_timeout: int
     ) -> None:
-        change(self, queue_name, receipt_handle, visibility_timeout)
-        _notify(self.get_queue(queue_name))
+        queue = self.get_queue(queue_name)
+        with queue._messages_lock:  # moto walks the list: no delete may shift it meanwhile
+            change(self, queue_name, receipt_handle, visibility_timeout)
+            queue._messages_lock.notify_all()
 
     def delete_message(self: Any, receipt_handle: str) -> None:
         # moto's read-copy-replace of the message list, made atomic with every other change to it
@@ -118,7 +122,11 @@ def install() -> None:
                     pass  # not in this queue (moved to its dead-letter queue): moto answers
                 else:
                     self.pending_messages.discard(message)
-                    self._messages = messages[:at] + messages[at + 1 :]  # replaced, as moto does
+                    # In place: a copy of the list per delete cost a reference count per queued
+                    # message (a tenth of the fleet benchmark's time with 60,000 queued). Every
+                    # walk of the list that must not miss a message holds this lock (the receive,
+                    # the visibility change, add_message); moto's attribute counts are approximate.
+                    del messages[at]
                     self.deleted_messages.update(message.all_receipt_handles)
                     return
             delete(self, receipt_handle)

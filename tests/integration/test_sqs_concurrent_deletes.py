@@ -132,3 +132,56 @@ def test_a_message_sent_while_two_deletes_run_is_kept(sqs: Any) -> None:
     left = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
     assert sorted(m["Body"] for m in left) == ["gate", "sent"]
     assert _counts(sqs, url) == (0, 2)  # both just received; "a" and "b" are not back
+
+
+def test_a_visibility_change_finds_its_message_while_a_delete_removes_one_before_it(sqs: Any) -> None:
+    # The local delete removes its message from the list in place; moto's ChangeMessageVisibility
+    # walks that list. A removal ahead of the walk, between two of its steps, would shift the
+    # changed message past it (ReceiptHandleIsInvalid for a message that is there): the change
+    # holds the queue's lock, so the delete waits for it.
+    url = sqs.create_queue(QueueName="assign", Attributes={"VisibilityTimeout": "720"})["QueueUrl"]
+    for body in ("a", "b", "handed-back"):
+        sqs.send_message(QueueUrl=url, MessageBody=body)
+    handles = {
+        m["Body"]: m["ReceiptHandle"]
+        for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=3)["Messages"]
+    }
+    original = sqs_models.Message.had_receipt_handle
+    paused, resume = threading.Event(), threading.Event()
+    errors: list[Exception] = []
+
+    def change() -> None:
+        try:
+            sqs.change_message_visibility(
+                QueueUrl=url, ReceiptHandle=handles["handed-back"], VisibilityTimeout=0
+            )
+        except Exception as error:  # recorded for the assertion below
+            errors.append(error)
+
+    changer = threading.Thread(target=change, daemon=True)
+
+    def had_receipt_handle(message: Any, receipt_handle: str) -> bool:
+        if threading.current_thread() is changer and message.body == "b" and not paused.is_set():
+            paused.set()
+            resume.wait(2.0)
+        return bool(original(message, receipt_handle))
+
+    sqs_models.Message.had_receipt_handle = had_receipt_handle  # type: ignore[method-assign]
+    try:
+        changer.start()
+        assert paused.wait(5.0), "the visibility change never walked the message list"
+        deleter = threading.Thread(
+            target=lambda: sqs.delete_message(QueueUrl=url, ReceiptHandle=handles["a"]), daemon=True
+        )
+        deleter.start()
+        deleter.join(0.5)  # a delete that does not wait for the change removes "a" now
+        resume.set()
+        changer.join(10.0)
+        deleter.join(10.0)
+    finally:
+        sqs_models.Message.had_receipt_handle = original  # type: ignore[method-assign]
+
+    assert errors == []
+    left = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert [m["Body"] for m in left] == ["handed-back"]  # visible again; "a" deleted, "b" hidden
+    assert _counts(sqs, url) == (0, 2)
