@@ -54,6 +54,21 @@ def listed(stack: dict) -> int:
     return stack["sim"].request_count("GET", ROUTE_DEVICES)
 
 
+def slow_limit_with_25_queued(monkeypatch, sim) -> tuple:
+    """Particle's limit at 10 requests per 5 minutes (30 s a message), a 5-minute schedule, and a
+    first pass that queued 25 devices: the SQS client, the assign queue's URL, the table clock."""
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="assign")["QueueUrl"]
+    configure_functions(monkeypatch, sim, queue, SWEEP_SCHEDULE="rate(5 minutes)", PARTICLE_RATE_LIMIT="10")
+    clock = TableClock(START)
+    wiring.install(
+        wiring.Services(clock=clock, particle=ParticleClient(sim.url, sim.access_token, sim.product))
+    )
+    sim.add_devices(25)
+    assert run()["queued"] == {"new": 25}
+    return sqs, queue, clock
+
+
 def test_the_pass_interval_is_the_schedule_period_less_its_minute_of_jitter():
     assert pass_interval("rate(10 minutes)") == 540
     assert pass_interval("rate(1 hour)") == 3540
@@ -140,15 +155,7 @@ def test_a_deep_backlog_holds_the_next_pass_and_the_queued_marks_for_as_long_as_
     neither a new pass after three periods nor a mark taken for lost after 15 minutes may queue the
     waiting devices again. Here the limit is 10 requests per 5 minutes, so 25 waiting messages take
     at least 750 s, held for twice that: 1,500 s."""
-    sqs = boto3.client("sqs")
-    queue = sqs.create_queue(QueueName="assign")["QueueUrl"]
-    configure_functions(monkeypatch, sim, queue, SWEEP_SCHEDULE="rate(5 minutes)", PARTICLE_RATE_LIMIT="10")
-    clock = TableClock(START)
-    wiring.install(
-        wiring.Services(clock=clock, particle=ParticleClient(sim.url, sim.access_token, sim.product))
-    )
-    sim.add_devices(25)
-    assert run()["queued"] == {"new": 25}
+    sqs, queue, clock = slow_limit_with_25_queued(monkeypatch, sim)
 
     # Three periods (3 x 240 s) have gone by, and the marks are older than 15 minutes: still waiting.
     clock.now = START + timedelta(seconds=1000)
@@ -175,15 +182,7 @@ def test_a_shrinking_backlog_holds_the_next_pass_for_the_time_of_everything_the_
     behind the pass's start) and a rule on what was left started a second pass while 34,000 devices
     still waited. Here the limit is 10 requests per 5 minutes (30 s a message): 25 queued devices
     hold the next pass for 1,500 s, however few of them are left."""
-    sqs = boto3.client("sqs")
-    queue = sqs.create_queue(QueueName="assign")["QueueUrl"]
-    configure_functions(monkeypatch, sim, queue, SWEEP_SCHEDULE="rate(5 minutes)", PARTICLE_RATE_LIMIT="10")
-    clock = TableClock(START)
-    wiring.install(
-        wiring.Services(clock=clock, particle=ParticleClient(sim.url, sim.access_token, sim.product))
-    )
-    sim.add_devices(25)
-    assert run()["queued"] == {"new": 25}
+    sqs, queue, clock = slow_limit_with_25_queued(monkeypatch, sim)
     served = 0
     while served < 20:  # the assign workers serve 20 of the 25: 5 messages are left
         for message in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=min(10, 20 - served))[
