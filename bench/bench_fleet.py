@@ -1,7 +1,7 @@
 """Fleet benchmark: the whole local stack (functions in the local Lambda runtime, moto, the Particle
 simulator) serving a product of ``--devices`` devices from one export of as many tokens.
 
-    make bench-fleet                                    # 100,000 devices at rate scale 0.8
+    make bench-fleet                                    # 100,000 devices at Particle's own limit
     .venv/bin/python bench/bench_fleet.py --devices 10000 --rate-scale 1
 
 The product lists 100 devices a page. Particle's rate limit (10,000 requests per 5 minutes) is scaled
